@@ -1,0 +1,3 @@
+from trietcd.cli import main
+
+main()

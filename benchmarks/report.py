@@ -1,0 +1,127 @@
+"""Latency statistics and the summary text of etcd's benchmark tool (pkg/report)."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+__all__ = ["PERCENTILES", "Stats", "summarize", "format_summary", "to_json_dict"]
+
+PERCENTILES = (10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9)
+
+
+@attrs.frozen
+class Stats:
+    total_s: float
+    calls_ok: int
+    calls_failed: int
+    fastest_s: float
+    slowest_s: float
+    average_s: float
+    stddev_s: float
+    requests_per_sec: float
+    percentiles_s: tuple[tuple[float, float], ...]  # (percent, latency seconds)
+    histogram: tuple[tuple[float, int], ...]  # (bucket upper bound seconds, count)
+    errors: tuple[tuple[str, int], ...]  # (error text, count), most frequent first
+
+    def percentile_s(self, percent: float) -> float:
+        for p, value in self.percentiles_s:
+            if p == percent:
+                return value
+        raise KeyError(percent)
+
+
+def _percentiles(sorted_lats: list[float]) -> tuple[tuple[float, float], ...]:
+    # The same index rule as etcd's report: ceil(p * (n + 1) / 100) - 1, clamped.
+    n = len(sorted_lats)
+    out = []
+    for p in PERCENTILES:
+        if n == 0:
+            out.append((p, 0.0))
+            continue
+        index = min(max(math.ceil(p * (n + 1) / 100.0) - 1, 0), n - 1)
+        out.append((p, sorted_lats[index]))
+    return tuple(out)
+
+
+def _histogram(sorted_lats: list[float], buckets_n: int = 10) -> tuple[tuple[float, int], ...]:
+    if not sorted_lats:
+        return ()
+    fastest, slowest = sorted_lats[0], sorted_lats[-1]
+    width = (slowest - fastest) / buckets_n
+    bounds = [fastest + width * i for i in range(buckets_n)] + [slowest]
+    counts = [0] * len(bounds)
+    bucket = 0
+    for value in sorted_lats:
+        while value > bounds[bucket] and bucket < len(bounds) - 1:
+            bucket += 1
+        counts[bucket] += 1
+    return tuple(zip(bounds, counts))
+
+
+def summarize(lats: list[float], errors: dict[str, int], total_s: float) -> Stats:
+    """Stats over the latencies of successful calls; `lats` gets sorted in place."""
+    lats.sort()
+    n = len(lats)
+    average = sum(lats) / n if n else 0.0
+    stddev = math.sqrt(sum((x - average) ** 2 for x in lats) / n) if n else 0.0
+    return Stats(
+        total_s=total_s,
+        calls_ok=n,
+        calls_failed=sum(errors.values()),
+        fastest_s=lats[0] if n else 0.0,
+        slowest_s=lats[-1] if n else 0.0,
+        average_s=average,
+        stddev_s=stddev,
+        requests_per_sec=n / total_s if total_s > 0 else 0.0,
+        percentiles_s=_percentiles(lats),
+        histogram=_histogram(lats),
+        errors=tuple(sorted(errors.items(), key=lambda item: (-item[1], item[0]))),
+    )
+
+
+def format_summary(stats: Stats) -> str:
+    """etcd benchmark's text: Summary, histogram, latency distribution, errors."""
+    lines = []
+    if stats.calls_ok:
+        lines += [
+            "",
+            "Summary:",
+            f"  Total:\t{stats.total_s:4.4f} secs.",
+            f"  Slowest:\t{stats.slowest_s:4.4f} secs.",
+            f"  Fastest:\t{stats.fastest_s:4.4f} secs.",
+            f"  Average:\t{stats.average_s:4.4f} secs.",
+            f"  Stddev:\t{stats.stddev_s:4.4f} secs.",
+            f"  Requests/sec:\t{stats.requests_per_sec:4.4f}",
+            "",
+            "Response time histogram:",
+        ]
+        most = max(count for _, count in stats.histogram)
+        for bound, count in stats.histogram:
+            bar = "\u220e" * (count * 40 // most if most else 0)
+            lines.append(f"  {bound:4.4f} [{count}]\t|{bar}")
+        lines += ["", "Latency distribution:"]
+        for percent, value in stats.percentiles_s:
+            if value > 0:
+                lines.append(f"  {percent:g}% in {value:4.4f} secs.")
+    if stats.errors:
+        lines += ["", "Error distribution:"]
+        for text, count in stats.errors:
+            lines.append(f"  [{count}]\t{text}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json_dict(stats: Stats) -> dict:
+    return {
+        "total_s": stats.total_s,
+        "calls_ok": stats.calls_ok,
+        "calls_failed": stats.calls_failed,
+        "slowest_s": stats.slowest_s,
+        "fastest_s": stats.fastest_s,
+        "average_s": stats.average_s,
+        "stddev_s": stats.stddev_s,
+        "requests_per_sec": stats.requests_per_sec,
+        "percentiles_s": {f"{p:g}": value for p, value in stats.percentiles_s},
+        "errors": dict(stats.errors),
+    }

@@ -128,6 +128,7 @@ class _ShareResult:
     errors: dict
     started: float  # time.perf_counter(), CLOCK_MONOTONIC: shared by processes
     finished: float
+    cpu_s: float  # process CPU time spent in the measured part
 
 
 class _Conn:
@@ -181,13 +182,15 @@ def _run_share(share: _Share, barrier=None) -> _ShareResult:
         barrier.wait()
     lats = array.array("d")
     errors: dict[str, int] = {}
+    cpu_started = time.process_time()
     started = time.perf_counter()
     state = _Loop(conns, messages, share.message_offset, share.total, lats, errors)
     state.run(config.stall_timeout_s)
     finished = time.perf_counter()
+    cpu_s = time.process_time() - cpu_started
     for conn in conns:
         conn.sock.close()
-    return _ShareResult(lats.tobytes(), errors, started, finished)
+    return _ShareResult(lats.tobytes(), errors, started, finished, cpu_s)
 
 
 class _Loop:
@@ -373,7 +376,8 @@ def run_load(config: LoadConfig) -> Stats:
         for text, count in result.errors.items():
             errors[text] = errors.get(text, 0) + count
     total_s = max(r.finished for r in results) - min(r.started for r in results)
-    return summarize(lats.tolist(), errors, total_s)
+    cpu_s = sum(r.cpu_s for r in results)
+    return summarize(lats.tolist(), errors, total_s, cpu_s)
 
 
 def _run_processes(shares: list[_Share]) -> list[_ShareResult]:

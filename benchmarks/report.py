@@ -24,6 +24,7 @@ class Stats:
     percentiles_s: tuple[tuple[float, float], ...]  # (percent, latency seconds)
     histogram: tuple[tuple[float, int], ...]  # (bucket upper bound seconds, count)
     errors: tuple[tuple[str, int], ...]  # (error text, count), most frequent first
+    client_cpu_s: float = 0.0  # CPU time the load generator itself used, all processes
 
     def percentile_s(self, percent: float) -> float:
         for p, value in self.percentiles_s:
@@ -60,7 +61,9 @@ def _histogram(sorted_lats: list[float], buckets_n: int = 10) -> tuple[tuple[flo
     return tuple(zip(bounds, counts))
 
 
-def summarize(lats: list[float], errors: dict[str, int], total_s: float) -> Stats:
+def summarize(
+    lats: list[float], errors: dict[str, int], total_s: float, client_cpu_s: float = 0.0
+) -> Stats:
     """Stats over the latencies of successful calls; `lats` gets sorted in place."""
     lats.sort()
     n = len(lats)
@@ -78,6 +81,7 @@ def summarize(lats: list[float], errors: dict[str, int], total_s: float) -> Stat
         percentiles_s=_percentiles(lats),
         histogram=_histogram(lats),
         errors=tuple(sorted(errors.items(), key=lambda item: (-item[1], item[0]))),
+        client_cpu_s=client_cpu_s,
     )
 
 
@@ -124,4 +128,5 @@ def to_json_dict(stats: Stats) -> dict:
         "requests_per_sec": stats.requests_per_sec,
         "percentiles_s": {f"{p:g}": value for p, value in stats.percentiles_s},
         "errors": dict(stats.errors),
+        "client_cpu_s": stats.client_cpu_s,
     }

@@ -112,39 +112,72 @@ _SCALARS = {
     for name in ("double", "float", "int64", "uint64", "int32", "fixed64", "fixed32", "bool",
                  "string", "bytes", "uint32", "sfixed32", "sfixed64", "sint32", "sint64")
 }
-_FIELD_RE = re.compile(r"^\s*(?:optional\s+|repeated\s+|required\s+)?([A-Za-z_][\w.]*)\s+(\w+)\s*=\s*(\d+)\b",
-                       re.MULTILINE)
+_FIELD_RE = re.compile(
+    r"^\s*(optional\s+|repeated\s+|required\s+)?([A-Za-z_][\w.]*)\s+(\w+)\s*=\s*(\d+)\b", re.MULTILINE)
+_ENUM_RE = re.compile(r"\benum\s+(\w+)\s*\{([^}]*)\}")
+_ENUM_VALUE_RE = re.compile(r"(\w+)\s*=\s*(-?\d+)")
+_RPC_RE = re.compile(r"\brpc\s+(\w+)\s*\(\s*(stream\s+)?([\w.]+)\s*\)\s*returns\s*\(\s*(stream\s+)?([\w.]+)\s*\)")
 
 
-def _fields_of(desc: _descriptor.Descriptor):
+def _fields_of(desc: _descriptor.Descriptor, syntax: str):
+    """(type, name, number, label) of every field, with the label as the .proto file spells it."""
     for field in desc.fields:
         if field.type in _SCALARS:
             type_name = _SCALARS[field.type]
         else:
             type_name = (field.message_type or field.enum_type).name
-        label = "repeated" if field.is_repeated else ("optional" if field.has_presence and
-                                                      field.containing_oneof is None else "")
+        if field.is_repeated:
+            label = "repeated"
+        else:
+            label = "optional" if syntax == "proto2" else ""
         yield type_name, field.name, field.number, label
     for nested in desc.nested_types:
-        yield from _fields_of(nested)
+        yield from _fields_of(nested, syntax)
+
+
+def _enums_of(descs):
+    for desc in descs:
+        yield from ((e.name, tuple((v.name, v.number) for v in e.values)) for e in desc.enum_types)
+        yield from _enums_of(desc.nested_types)
 
 
 @pytest.mark.parametrize("upstream, target", sorted(gen.FILES.items()))
-def test_fields_match_upstream_source(upstream, target):
-    """Every field declared in etcd's annotated file appears with the same type, name and number
-    (and the file keeps its proto2/proto3 syntax), independently of the generator's parser."""
-    text = (gen.UPSTREAM_DIR / upstream).read_text()
-    text = re.sub(r"//[^\n]*", "", text)
-    expected = sorted((t.split(".")[-1], n, int(num)) for t, n, num in _FIELD_RE.findall(text)
-                      if t not in ("option", "rpc"))
-    module = importlib.import_module(target.removesuffix(".proto").replace("/", ".") + "_pb2")
-    got = [f for m in module.DESCRIPTOR.message_types_by_name.values() for f in _fields_of(m)]
-    assert sorted(f[:3] for f in got) == expected
+def test_definitions_match_upstream_source(upstream, target):
+    """Every field, enum and rpc of etcd's annotated file appears with the same names, numbers,
+    types and labels, and the file keeps its proto2/proto3 syntax. Checked against the upstream
+    text directly, independently of the generator's parser."""
+    text = re.sub(r"//[^\n]*", "", (gen.UPSTREAM_DIR / upstream).read_text())
     syntax = re.search(r'^syntax = "(proto[23])";', text, re.MULTILINE).group(1)
-    assert f'syntax = "{syntax}";' in (REPO / target).read_text()
-    # proto2 optional scalars keep presence; proto3 plain scalars do not.
-    scalar_labels = {label for t, _, _, label in got if t in _SCALARS.values() and label != "repeated"}
-    assert scalar_labels <= ({"optional"} if syntax == "proto2" else {""})
+    assert f'\nsyntax = "{syntax}";\n' in (REPO / target).read_text()
+    module = importlib.import_module(target.removesuffix(".proto").replace("/", ".") + "_pb2")
+    file = module.DESCRIPTOR
+    messages = list(file.message_types_by_name.values())
+
+    expected_fields = sorted(
+        (type_name.split(".")[-1], name, int(number), label.strip())
+        for label, type_name, name, number in _FIELD_RE.findall(text)
+        if type_name not in ("option", "rpc")
+    )
+    assert sorted(f for m in messages for f in _fields_of(m, syntax)) == expected_fields
+
+    expected_enums = sorted(
+        (name, tuple((v, int(n)) for v, n in _ENUM_VALUE_RE.findall(body)))
+        for name, body in _ENUM_RE.findall(text)
+    )
+    top_enums = [(e.name, tuple((v.name, v.number) for v in e.values))
+                 for e in file.enum_types_by_name.values()]
+    assert sorted(top_enums + list(_enums_of(messages))) == expected_enums
+
+    expected_rpcs = sorted(
+        (name, bool(in_stream), in_type.split(".")[-1], bool(out_stream), out_type.split(".")[-1])
+        for name, in_stream, in_type, out_stream, out_type in _RPC_RE.findall(text)
+    )
+    rpcs = sorted(
+        (m.name, m.client_streaming, m.input_type.name, m.server_streaming, m.output_type.name)
+        for service in file.services_by_name.values()
+        for m in service.methods
+    )
+    assert rpcs == expected_rpcs
 
 
 SERVICES = {

@@ -1,0 +1,67 @@
+"""Structured logs in etcd's shape: one JSON object per line on stderr.
+
+etcd logs through zap with the JSON encoder; operators grep and parse those
+lines, so trietcd writes the same keys: level, ts (RFC 3339 with
+milliseconds, UTC), caller, msg, then the fields of the call in order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from typing import Any, TextIO
+
+__all__ = ["Logger", "LEVELS", "logger"]
+
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "panic": 4, "fatal": 5}
+
+
+class Logger:
+    def __init__(self, *, level: str = "info", out: TextIO | None = None, name: str = "") -> None:
+        self.level = level
+        self._threshold = LEVELS[level]
+        self._out = out
+        self._name = name
+
+    def named(self, name: str) -> "Logger":
+        child = Logger(level=self.level, out=self._out, name=name)
+        return child
+
+    def set_level(self, level: str) -> None:
+        self.level = level
+        self._threshold = LEVELS[level]
+
+    def log(self, level: str, msg: str, caller: str = "", **fields: Any) -> None:
+        if LEVELS[level] < self._threshold:
+            return
+        now = datetime.datetime.now(datetime.timezone.utc)
+        record: dict[str, Any] = {
+            "level": level,
+            "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+        }
+        if self._name:
+            record["logger"] = self._name
+        if caller:
+            record["caller"] = caller
+        record["msg"] = msg
+        record.update(fields)
+        out = self._out or sys.stderr
+        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+        out.flush()
+
+    def debug(self, msg: str, **fields: Any) -> None:
+        self.log("debug", msg, **fields)
+
+    def info(self, msg: str, **fields: Any) -> None:
+        self.log("info", msg, **fields)
+
+    def warn(self, msg: str, **fields: Any) -> None:
+        self.log("warn", msg, **fields)
+
+    def error(self, msg: str, **fields: Any) -> None:
+        self.log("error", msg, **fields)
+
+
+# The process-wide logger; cli.main sets its level from --log-level.
+logger = Logger()

@@ -1,0 +1,42 @@
+"""Active alarms of the cluster, keyed by (member ID, alarm type).
+
+Owned by the applier. etcd keeps alarms in the backend's `alarm` bucket and
+lists them ordered by member ID then type; the durable backend will persist
+them, this keeps the same rules in memory.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["AlarmStore", "ALARM_NONE"]
+
+ALARM_NONE = 0
+
+
+@attrs.define
+class AlarmStore:
+    _active: set[tuple[int, int]] = attrs.field(factory=set)
+
+    def list(self) -> list[tuple[int, int]]:
+        return sorted(self._active)
+
+    def activate(self, member_id: int, alarm: int) -> list[tuple[int, int]]:
+        """Returns the alarm when it is newly active, as etcd's apply does."""
+        if alarm == ALARM_NONE:
+            return []
+        key = (member_id, alarm)
+        if key in self._active:
+            return []
+        self._active.add(key)
+        return [key]
+
+    def deactivate(self, member_id: int, alarm: int) -> list[tuple[int, int]]:
+        key = (member_id, alarm)
+        if key not in self._active:
+            return []
+        self._active.discard(key)
+        return [key]
+
+    def has(self, alarm: int) -> bool:
+        return any(a == alarm for _, a in self._active)

@@ -1,0 +1,156 @@
+"""The member: the state one etcd member holds, and the nursery that runs it.
+
+Rules:
+- One `trio.run` per process; `Member.run` opens the member's nursery and
+  every long-lived task is its child. Cancelling that scope stops the member.
+- The member owns membership, alarms and the key-value store. Request
+  handlers reach them through the methods here, never behind its back.
+- Raft arrives in a later layer. Until then a single member commits each
+  write at once, and reports the raft term and index a fresh single-member
+  etcd reports: term 2 after its first election, index 4 after the bootstrap
+  entries (conf change, leader's empty entry, attributes, cluster version),
+  one more per applied write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+import trietcd
+from trietcd.log import Logger, logger as default_logger
+from trietcd.mvcc import KVStore
+from trietcd.server.alarms import AlarmStore
+from trietcd.server.membership import Membership
+
+__all__ = ["Member", "BOOTSTRAP_RAFT_INDEX", "BOOTSTRAP_RAFT_TERM"]
+
+BOOTSTRAP_RAFT_TERM = 2
+BOOTSTRAP_RAFT_INDEX = 4
+
+ServeTask = Callable[..., Awaitable[None]]
+
+
+class Member:
+    def __init__(self, config, *, log: Logger | None = None) -> None:
+        self.config = config
+        self.log = log or default_logger
+        self.membership = Membership.bootstrap(
+            name=config.name,
+            initial_cluster=config.initial_cluster_map(),
+            cluster_token=config.initial_cluster_token,
+            client_urls=tuple(config.advertise_client_urls),
+        )
+        self.store = KVStore()
+        self.alarms = AlarmStore()
+        self.version = trietcd.etcd_version
+        self.cluster_version = trietcd.etcd_cluster_version
+        self.raft_term = BOOTSTRAP_RAFT_TERM
+        # Invariant: applied_index <= raft_index.
+        self.raft_index = BOOTSTRAP_RAFT_INDEX
+        self.applied_index = BOOTSTRAP_RAFT_INDEX
+        self._listeners_scope: trio.CancelScope | None = None
+        self._member_scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
+
+    # --- identity -----------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        return self.membership.local_id
+
+    @property
+    def cluster_id(self) -> int:
+        return self.membership.cluster_id
+
+    @property
+    def leader_id(self) -> int:
+        return self.membership.local_id
+
+    def header(self, revision: int | None = None):
+        from proto.etcdserverpb import rpc_pb2
+
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.id,
+            revision=self.store.current_revision if revision is None else revision,
+            raft_term=self.raft_term,
+        )
+
+    # --- writes ---------------------------------------------------------
+
+    def committed(self) -> None:
+        """Records one applied write: a single member commits it at once."""
+        self.raft_index += 1
+        self.applied_index = self.raft_index
+        assert self.applied_index <= self.raft_index
+
+    # --- sizes ------------------------------------------------------------
+
+    def db_size_bytes(self) -> int:
+        # No page file yet: report the size a bbolt file holding this data
+        # would have, rounded to whole 4 KiB pages (a fresh etcd reports 20480).
+        return 20480 + _round_up(self.store.size_bytes(), 4096)
+
+    def db_size_in_use_bytes(self) -> int:
+        return 16384 + _round_up(self.store.size_bytes(), 4096)
+
+    async def health(self, query: dict[str, list[str]]) -> tuple[bool, str]:
+        excluded = {a.upper() for a in query.get("exclude", ())}
+        for _, alarm in self.alarms.list():
+            from proto.etcdserverpb import rpc_pb2
+
+            name = rpc_pb2.AlarmType.Name(alarm)
+            if name not in excluded:
+                return False, f"ALARM {name}"
+        return True, ""
+
+    def version_info(self) -> dict[str, str]:
+        return {"etcdserver": self.version, "etcdcluster": self.cluster_version}
+
+    # --- tasks ------------------------------------------------------------
+
+    async def run(
+        self,
+        listeners: Sequence[ServeTask],
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Runs the member until stopped; started() once every listener is bound."""
+        with trio.CancelScope() as member_scope:
+            self._member_scope = member_scope
+            async with trio.open_nursery() as nursery:
+                listeners_scope = trio.CancelScope()
+                self._listeners_scope = listeners_scope
+                listening = await nursery.start(self._serve_listeners, listeners, listeners_scope)
+                self.log.info("ready to serve client requests", caller="embed/serve.go")
+                task_status.started(listening)
+        self._stopped.set()
+
+    async def _serve_listeners(self, listeners, scope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                addresses = [await nursery.start(serve) for serve in listeners]
+                task_status.started(addresses)
+
+    async def stop(self, shutdown_connections: Callable[[float], Awaitable[None]], grace_s: float) -> None:
+        """Graceful stop: no new connections, GOAWAY, in-flight calls get grace_s."""
+        self.log.info(
+            "closing etcd server",
+            caller="embed/etcd.go",
+            name=self.config.name,
+            **{"data-dir": self.config.data_dir},
+        )
+        if self._listeners_scope is not None:
+            self._listeners_scope.cancel()
+        with trio.move_on_after(grace_s + 1):
+            await shutdown_connections(grace_s)
+        if self._member_scope is not None:
+            self._member_scope.cancel()
+        self.log.info("closed etcd server", caller="embed/etcd.go", name=self.config.name)
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step if n > 0 else 0
+

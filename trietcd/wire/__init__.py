@@ -1,0 +1,16 @@
+"""Transport: HTTP/2 + gRPC server (and HTTP/1.1), knowing nothing of etcd."""
+
+from trietcd.wire.grpc_call import GrpcError, Method, Registry, Status
+from trietcd.wire.h2_conn import H2Limits
+from trietcd.wire.conn import Call, ConnectionSet, serve_h2
+
+__all__ = [
+    "Call",
+    "ConnectionSet",
+    "GrpcError",
+    "H2Limits",
+    "Method",
+    "Registry",
+    "Status",
+    "serve_h2",
+]

@@ -1,0 +1,487 @@
+"""The trio shell around `H2Connection`: one task reads, one writes, one keeps
+time, and each gRPC call runs as a child task of the connection's call nursery.
+
+Rules:
+- The connection task owns the `H2Connection`; call tasks touch it only between
+  awaits (trio runs one task at a time), then wake the writer.
+- The writer drains everything queued since its last wake-up into ONE `send_all`,
+  so the output of all streams coalesces.
+- A stream reset by the client, or the connection going away, cancels the call's
+  task; a deadline (grpc-timeout) cancels it and answers DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+
+import trio
+from google.protobuf.message import DecodeError
+
+from trietcd.wire import grpc_call as g
+from trietcd.wire import h2_conn as hc
+from trietcd.wire import h2_frames as f
+from trietcd.wire.grpc_call import GrpcError, Registry, Status
+from trietcd.wire.h2_conn import H2Connection, H2Limits
+
+log = logging.getLogger("trietcd.wire")
+
+_READ_BYTES = 65536
+_FINAL_FLUSH_S = 1.0
+
+
+class Call:
+    """One gRPC call as its handler sees it."""
+
+    __slots__ = (
+        "peer",
+        "deadline",
+        "path",
+        "_shell",
+        "_stream_id",
+        "_headers",
+        "_metadata",
+        "_method",
+        "_reader",
+        "_queue",
+        "_queued_bytes",
+        "_deferred_bytes",
+        "_ended",
+        "_error",
+        "_arrived",
+        "_scope",
+        "_started",
+        "_done",
+        "_trailing",
+    )
+
+    def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str):
+        self.peer = shell.peer
+        self.deadline = deadline
+        self.path = path
+        self._shell = shell
+        self._stream_id = stream_id
+        self._headers = headers
+        self._metadata = None
+        self._method = method
+        self._reader = g.MessageReader(shell.limits.max_recv_message_bytes)
+        self._queue: collections.deque[bytes] | None = None  # streaming requests only
+        self._queued_bytes = 0
+        self._deferred_bytes = 0  # received, not yet credited to the peer
+        self._ended = False  # the client half-closed
+        self._error: GrpcError | None = None
+        self._arrived: trio.lowlevel.ParkingLot | None = None
+        self._scope: trio.CancelScope | None = None
+        self._started = False  # the handler task exists
+        self._done = False  # our END_STREAM (or a reset) is queued
+        self._trailing = None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        if self._metadata is None:
+            self._metadata = g.metadata_of(self._headers)
+        return self._metadata
+
+    def set_trailing_metadata(self, metadata: dict[str, str]) -> None:
+        self._trailing = dict(metadata)
+
+    async def send(self, message) -> None:
+        """Sends one response message; waits while too much output is queued."""
+        if self._done:
+            raise trio.ClosedResourceError("call already finished")
+        shell = self._shell
+        conn = shell.conn
+        sid = self._stream_id
+        st = conn.streams.get(sid)
+        if st is None:
+            raise GrpcError(Status.CANCELLED, "stream closed")
+        if not st.headers_sent:
+            conn.send_headers(sid, g.RESPONSE_HEADERS)
+        conn.send_data(sid, g.frame_message(message.SerializeToString()))
+        shell.wake_writer()
+        lim = shell.limits
+        while (
+            conn.stream_pending_bytes(sid) > lim.stream_send_buffer_bytes
+            or conn.pending_output_bytes() > lim.max_pending_output_bytes
+        ):
+            await shell.send_space.park()
+        await trio.lowlevel.checkpoint()
+
+    async def requests(self):
+        """The request messages, decoded, until the client half-closes."""
+        method = self._method
+        while True:
+            if self._queue:
+                raw = self._queue.popleft()
+                self._consumed(len(raw) + 5)
+                try:
+                    yield method.request_type.FromString(raw)
+                except DecodeError as exc:
+                    raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+            elif self._error is not None:
+                raise self._error
+            elif self._ended:
+                return
+            else:
+                await self._arrived.park()
+
+    # -------------------------------------------------------- shell side
+
+    def _consumed(self, n: int) -> None:
+        self._queued_bytes -= n
+        if self._deferred_bytes and self._queued_bytes <= self._shell.limits.stream_window_bytes:
+            self._shell.conn.acknowledge_received_data(self._stream_id, self._deferred_bytes)
+            self._deferred_bytes = 0
+            self._shell.wake_writer()
+
+
+class _Connection:
+    def __init__(self, stream: trio.abc.Stream, registry: Registry, limits: H2Limits, peer: str):
+        self.stream = stream
+        self.registry = registry
+        self.limits = limits
+        self.peer = peer
+        self.conn = H2Connection(limits, trio.current_time())
+        self.calls: dict[int, Call] = {}
+        self.send_space = trio.lowlevel.ParkingLot()
+        self._want_write = trio.Event()
+        self._writer_done = trio.Event()
+        self._finished = trio.Event()
+        self._no_calls = trio.Event()
+        self._closing = False
+        self._shutting_down = False
+        self._calls_nursery: trio.Nursery | None = None
+        self._read_scope = trio.CancelScope()
+        self._timer_scope: trio.CancelScope | None = None
+
+    # -------------------------------------------------------- lifecycle
+
+    async def run(self, initial_bytes: bytes) -> None:
+        try:
+            async with trio.open_nursery() as io:
+                io.start_soon(self._write_loop)
+                io.start_soon(self._timer_loop)
+                async with trio.open_nursery() as calls:
+                    self._calls_nursery = calls
+                    if initial_bytes:
+                        self._receive(initial_bytes)
+                    with self._read_scope:
+                        await self._read_loop()
+                    calls.cancel_scope.cancel()
+                self._closing = True
+                self.wake_writer()
+                with trio.move_on_after(_FINAL_FLUSH_S):
+                    await self._writer_done.wait()
+                io.cancel_scope.cancel()
+        except Exception:
+            # A bad client never takes the server down.
+            log.exception("h2 connection from %s failed", self.peer)
+        finally:
+            self._finished.set()
+            self._no_calls.set()
+            await trio.aclose_forcefully(self.stream)
+
+    def begin_shutdown(self) -> None:
+        """GOAWAY now; the connection ends once its calls are done."""
+        self._shutting_down = True
+        self.conn.close_gracefully()
+        self.wake_writer()
+        if not self.calls:
+            self._no_calls.set()
+            self._read_scope.cancel()
+
+    def abort(self) -> None:
+        self._read_scope.cancel()
+
+    def wake_writer(self) -> None:
+        self._want_write.set()
+
+    async def _read_loop(self) -> None:
+        receive_some = self.stream.receive_some
+        while not self.conn.closed:
+            try:
+                data = await receive_some(_READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            self._receive(data)
+
+    async def _write_loop(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                await self._want_write.wait()
+                self._want_write = trio.Event()
+                data = conn.data_to_send()
+                if data:
+                    with trio.move_on_after(self.limits.send_stall_timeout_s) as scope:
+                        await self.stream.send_all(data)
+                    if scope.cancelled_caught:
+                        log.info("h2 connection from %s: peer stopped reading", self.peer)
+                        self._read_scope.cancel()
+                        return
+                    self.send_space.unpark_all()
+                if self._closing and not conn.pending_output_bytes():
+                    return
+                if conn.closed:
+                    self._read_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._read_scope.cancel()
+        finally:
+            self._writer_done.set()
+
+    async def _timer_loop(self) -> None:
+        conn = self.conn
+        while True:
+            with trio.CancelScope(deadline=conn.next_deadline()) as self._timer_scope:
+                await trio.sleep_forever()
+            self._handle(conn.tick(trio.current_time()))
+            if conn.pending_output_bytes():
+                self.wake_writer()
+
+    # -------------------------------------------------------- events
+
+    def _receive(self, data: bytes) -> None:
+        conn = self.conn
+        self._handle(conn.receive_data(data, trio.current_time()))
+        if conn.pending_output_bytes():
+            self.wake_writer()
+        scope = self._timer_scope
+        if scope is not None:
+            deadline = conn.next_deadline()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
+
+    def _handle(self, events: list) -> None:
+        for ev in events:
+            kind = ev[0]
+            if kind == hc.DATA:
+                self._on_data(ev[1], ev[2], ev[3])
+            elif kind == hc.REQUEST:
+                self._on_request(ev[1], ev[2], ev[3])
+            elif kind == hc.RESET:
+                self._on_reset(ev[1])
+            elif kind == hc.WINDOW_OPENED:
+                self.send_space.unpark_all()
+            elif kind == hc.GOAWAY_RECEIVED:
+                pass  # the client finishes its calls, then closes
+            elif kind == hc.CLOSED:
+                log.info("h2 connection from %s closed: %s", self.peer, ev[2])
+                self._read_scope.cancel()
+                self.wake_writer()
+
+    def _on_request(self, sid: int, headers, end_stream: bool) -> None:
+        head = g.parse_request_head(headers)
+        conn = self.conn
+        if head.bad_content_type:
+            conn.reset_stream(sid, f.PROTOCOL_ERROR)
+            return
+        if head.error is not None:
+            self._answer_error(sid, head.error.code, head.error.message)
+            return
+        method = self.registry.lookup(head.path)
+        if method is None:
+            err = self.registry.unknown_method_error(head.path)
+            self._answer_error(sid, err.code, err.message)
+            return
+        now = trio.current_time()
+        deadline = now + head.timeout_s if head.timeout_s is not None else math.inf
+        call = Call(self, sid, headers, method, deadline, head.path)
+        self.calls[sid] = call
+        self._no_calls = trio.Event() if self._no_calls.is_set() else self._no_calls
+        conn.streams[sid].app = call
+        if method.client_streaming:
+            call._queue = collections.deque()
+            call._arrived = trio.lowlevel.ParkingLot()
+            call._started = True
+            self._calls_nursery.start_soon(self._run_call, call, None)
+        if end_stream:
+            self._on_data(sid, b"", True)
+
+    def _on_data(self, sid: int, data: bytes, end_stream: bool) -> None:
+        call = self.calls.get(sid)
+        if call is None or call._done:
+            self.conn.acknowledge_received_data(sid, len(data))
+            return
+        try:
+            messages = call._reader.feed(data) if data else ()
+        except GrpcError as exc:
+            self.conn.acknowledge_received_data(sid, len(data))
+            self._fail_input(call, exc)
+            return
+        if call._queue is None:
+            self._on_unary_data(call, len(data), messages, end_stream)
+            return
+        for m in messages:
+            call._queue.append(m)
+            call._queued_bytes += len(m) + 5
+        if call._queued_bytes <= self.limits.stream_window_bytes:
+            self.conn.acknowledge_received_data(sid, len(data))
+        else:
+            call._deferred_bytes += len(data)
+        if end_stream:
+            call._ended = True
+        if messages or end_stream:
+            call._arrived.unpark_all()
+
+    def _on_unary_data(self, call: Call, n: int, messages, end_stream: bool) -> None:
+        self.conn.acknowledge_received_data(call._stream_id, n)
+        if messages and not call._started:
+            call._started = True
+            self._calls_nursery.start_soon(self._run_call, call, messages[0])
+        elif end_stream and not call._started:
+            self._finish_error(call, Status.INTERNAL, "grpc: error while receiving request: EOF")
+
+    def _fail_input(self, call: Call, exc: GrpcError) -> None:
+        if call._queue is not None:
+            call._error = exc
+            call._arrived.unpark_all()
+        elif call._started:
+            call._scope.cancel()
+            self._finish_error(call, exc.code, exc.message)
+        else:
+            self._finish_error(call, exc.code, exc.message)
+
+    def _on_reset(self, sid: int) -> None:
+        call = self.calls.get(sid)
+        if call is None:
+            return
+        call._done = True
+        self._forget(call)
+        if call._scope is not None:
+            call._scope.cancel()
+        elif call._arrived is not None:
+            call._arrived.unpark_all()
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call._stream_id, None)
+        if not self.calls:
+            self._no_calls.set()
+            if self._shutting_down:
+                self._read_scope.cancel()
+
+    # -------------------------------------------------------- calls
+
+    async def _run_call(self, call: Call, request_raw: bytes | None) -> None:
+        method = call._method
+        with trio.CancelScope(deadline=call.deadline) as scope:
+            call._scope = scope
+            if call._done:  # reset before the task started
+                scope.cancel()
+            try:
+                if request_raw is None:
+                    result = await method.handler(call)
+                else:
+                    try:
+                        request = method.request_type.FromString(request_raw)
+                    except DecodeError as exc:
+                        raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+                    result = await method.handler(request, call)
+                self._finish_ok(call, result)
+            except GrpcError as exc:
+                self._finish_error(call, exc.code, exc.message)
+            except Exception as exc:
+                log.exception("handler of %s failed", call.path)
+                self._finish_error(call, Status.UNKNOWN, str(exc))
+        if scope.cancelled_caught and not call._done and not self.conn.closed:
+            if trio.current_time() >= call.deadline:
+                self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
+            else:
+                call._done = True
+                self._forget(call)
+                self.conn.reset_stream(call._stream_id, f.CANCEL)
+                self.wake_writer()
+
+    def _finish_ok(self, call: Call, result) -> None:
+        if call._done:
+            return
+        method = call._method
+        trailers = g.trailers_block(Status.OK, "", call._trailing)
+        sid = call._stream_id
+        conn = self.conn
+        if method.server_streaming:
+            st = conn.streams.get(sid)
+            if st is not None and not st.headers_sent:
+                conn.send_headers(sid, g.RESPONSE_HEADERS)
+            conn.send_trailers(sid, trailers)
+        else:
+            if not isinstance(result, method.response_type):
+                raise GrpcError(Status.INTERNAL, f"handler returned {type(result).__name__}, not {method.response_type.__name__}")
+            conn.send_response(sid, g.RESPONSE_HEADERS, g.frame_message(result.SerializeToString()), trailers)
+        call._done = True
+        self._forget(call)
+        self.wake_writer()
+
+    def _finish_error(self, call: Call, code: Status, message: str) -> None:
+        if call._done:
+            return
+        sid = call._stream_id
+        st = self.conn.streams.get(sid)
+        if st is not None:
+            if st.headers_sent:
+                self.conn.send_trailers(sid, g.trailers_block(code, message, call._trailing))
+            else:
+                self.conn.send_headers(sid, g.trailers_only_block(code, message, call._trailing), end_stream=True)
+        call._done = True
+        self._forget(call)
+        self.wake_writer()
+
+    def _answer_error(self, sid: int, code: Status, message: str) -> None:
+        """Trailers-only answer for a request that never reaches a handler."""
+        self.conn.send_headers(sid, g.trailers_only_block(code, message), end_stream=True)
+
+
+async def serve_h2(
+    stream: trio.abc.Stream,
+    registry: Registry,
+    limits: H2Limits,
+    *,
+    initial_bytes: bytes = b"",
+    peer: str = "",
+) -> None:
+    """Serves one HTTP/2 (gRPC) connection until it closes."""
+    await _Connection(stream, registry, limits, peer).run(initial_bytes)
+
+
+class ConnectionSet:
+    """Live HTTP/2 connections, for a graceful stop."""
+
+    def __init__(self):
+        self._connections: set[_Connection] = set()
+        self._shutting_down = False
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    async def serve_h2(
+        self,
+        stream: trio.abc.Stream,
+        registry: Registry,
+        limits: H2Limits,
+        *,
+        initial_bytes: bytes = b"",
+        peer: str = "",
+    ) -> None:
+        c = _Connection(stream, registry, limits, peer)
+        self._connections.add(c)
+        try:
+            if self._shutting_down:
+                c.begin_shutdown()
+            await c.run(initial_bytes)
+        finally:
+            self._connections.discard(c)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """GOAWAY to all; wait up to grace_s for in-flight calls; then close all."""
+        self._shutting_down = True
+        for c in list(self._connections):
+            c.begin_shutdown()
+        with trio.move_on_after(grace_s):
+            for c in list(self._connections):
+                await c._no_calls.wait()
+        for c in list(self._connections):
+            c.abort()
+        for c in list(self._connections):
+            await c._finished.wait()

@@ -1,0 +1,214 @@
+"""The etcdserverpb.KV service (etcd 3.5.1 `etcdserver/api/v3rpc/key.go`).
+
+Handlers validate a request as etcd's checkXxxRequest do, hand it to an
+`_apply_*` method and fill the response header. The `_apply_*` methods are the
+one seam between the API and the store: today they apply to the store directly
+(each call runs to its end without yielding, so it is atomic); a member that
+routes writes through raft replaces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from proto.etcdserverpb import rpc_pb2
+from trietcd.api import errors
+from trietcd.mvcc import KVStore, MvccError
+from trietcd.mvcc.apply import Applier
+
+MAX_TXN_OPS_DEFAULT = 128  # etcd's --max-txn-ops default
+
+HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
+
+
+class KVService:
+    """`header(revision)` returns the full ResponseHeader (cluster_id, member_id,
+    raft_term and the given revision) for a response at that revision."""
+
+    def __init__(
+        self,
+        store: KVStore,
+        header: HeaderFn,
+        *,
+        max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
+        lease_exists: Callable[[int], bool] | None = None,
+    ) -> None:
+        self._store = store
+        self._header = header
+        self._max_txn_ops = max_txn_ops
+        self._applier = Applier(store, lease_exists)
+
+    def handlers(self) -> dict[str, Callable]:
+        """For Registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name["KV"], ...)."""
+        return {
+            "Range": self.Range,
+            "Put": self.Put,
+            "DeleteRange": self.DeleteRange,
+            "Txn": self.Txn,
+            "Compact": self.Compact,
+        }
+
+    # ---- handlers
+
+    async def Range(self, request: rpc_pb2.RangeRequest, call: object) -> rpc_pb2.RangeResponse:
+        check_range_request(request)
+        return self._filled(await self._run(self._apply_range, request))
+
+    async def Put(self, request: rpc_pb2.PutRequest, call: object) -> rpc_pb2.PutResponse:
+        check_put_request(request)
+        return self._filled(await self._run(self._apply_put, request))
+
+    async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest, call: object) -> rpc_pb2.DeleteRangeResponse:
+        check_delete_request(request)
+        return self._filled(await self._run(self._apply_delete_range, request))
+
+    async def Txn(self, request: rpc_pb2.TxnRequest, call: object) -> rpc_pb2.TxnResponse:
+        check_txn_request(request, self._max_txn_ops)
+        # Overlap checks come after the op count check, so a huge txn is refused
+        # before the quadratic-looking work.
+        check_intervals(request.success)
+        check_intervals(request.failure)
+        return self._filled(await self._run(self._apply_txn, request))
+
+    async def Compact(self, request: rpc_pb2.CompactionRequest, call: object) -> rpc_pb2.CompactionResponse:
+        return self._filled(await self._run(self._apply_compaction, request))
+
+    # ---- the seam to the store (redirected through raft later)
+
+    async def _apply_range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        return self._applier.range(request)
+
+    async def _apply_put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        return self._applier.put(request)
+
+    async def _apply_delete_range(self, request: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        return self._applier.delete_range(request)
+
+    async def _apply_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        return self._applier.txn(request)
+
+    async def _apply_compaction(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        return self._applier.compaction(request)
+
+    # ---- helpers
+
+    async def _run(self, apply, request):
+        try:
+            return await apply(request)
+        except MvccError as exc:
+            raise errors.to_grpc_error(exc) from None
+
+    def _filled(self, resp):
+        # etcd's header.fill: the response's own revision, else the current one.
+        rev = resp.header.revision or self._store.current_revision
+        resp.header.CopyFrom(self._header(rev))
+        return resp
+
+
+# ---- request validation (etcd's checkXxxRequest), before anything is applied
+
+
+def check_range_request(r: rpc_pb2.RangeRequest) -> None:
+    if not r.key:
+        raise errors.ErrGRPCEmptyKey()
+
+
+def check_put_request(r: rpc_pb2.PutRequest) -> None:
+    if not r.key:
+        raise errors.ErrGRPCEmptyKey()
+    if r.ignore_value and r.value:
+        raise errors.ErrGRPCValueProvided()
+    if r.ignore_lease and r.lease != 0:
+        raise errors.ErrGRPCLeaseProvided()
+
+
+def check_delete_request(r: rpc_pb2.DeleteRangeRequest) -> None:
+    if not r.key:
+        raise errors.ErrGRPCEmptyKey()
+
+
+def check_txn_request(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
+    # Each of compares, success and failure may hold max_txn_ops entries; a
+    # nested txn gets what its parent leaves.
+    opc = max(len(r.compare), len(r.success), len(r.failure))
+    if opc > max_txn_ops:
+        raise errors.ErrGRPCTooManyOps()
+    for c in r.compare:
+        if not c.key:
+            raise errors.ErrGRPCEmptyKey()
+    for op in (*r.success, *r.failure):
+        _check_request_op(op, max_txn_ops - opc)
+
+
+def _check_request_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
+    kind = op.WhichOneof("request")
+    if kind == "request_range":
+        check_range_request(op.request_range)
+    elif kind == "request_put":
+        check_put_request(op.request_put)
+    elif kind == "request_delete_range":
+        check_delete_request(op.request_delete_range)
+    elif kind == "request_txn":
+        check_txn_request(op.request_txn, max_txn_ops)
+    else:
+        raise errors.ErrGRPCKeyNotFound()  # an empty op, as etcd answers it
+
+
+class _Deletes:
+    """Delete ranges of a txn level as [begin, end) intervals; end b"" is
+    unbounded and a single-key delete is [k, k+"\\0"). A range_end of "\\0" is
+    taken literally here (etcd's check does so too), so a from-key delete never
+    overlaps a put."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[bytes, bytes]] = []
+
+    def add(self, begin: bytes, end: bytes) -> None:
+        self.intervals.append((begin, end))
+
+    def extend(self, other: _Deletes) -> None:
+        self.intervals.extend(other.intervals)
+
+    def covers(self, key: bytes) -> bool:
+        for begin, end in self.intervals:
+            if begin <= key and (not end or key < end):
+                return True
+        return False
+
+
+def check_intervals(ops: Iterable[rpc_pb2.RequestOp]) -> tuple[set[bytes], _Deletes]:
+    """etcd's checkIntervals: in one txn, no key may be put twice or be both put
+    and deleted; the success and failure branches of a nested txn may put the
+    same key, since only one of them runs. Returns (puts, deletes) of this level."""
+    ops = list(ops)
+    dels = _Deletes()
+    for op in ops:
+        if op.WhichOneof("request") == "request_delete_range":
+            d = op.request_delete_range
+            dels.add(d.key, d.range_end if d.range_end else d.key + b"\x00")
+
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        puts_then, dels_then = check_intervals(op.request_txn.success)
+        puts_else, dels_else = check_intervals(op.request_txn.failure)
+        for k in puts_then:
+            if k in puts or dels.covers(k):
+                raise errors.ErrGRPCDuplicateKey()
+            puts.add(k)
+        for k in puts_else:
+            if (k in puts and k not in puts_then) or dels.covers(k):
+                raise errors.ErrGRPCDuplicateKey()
+            puts.add(k)
+        dels.extend(dels_then)
+        dels.extend(dels_else)
+
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        k = op.request_put.key
+        if k in puts or dels.covers(k):
+            raise errors.ErrGRPCDuplicateKey()
+        puts.add(k)
+    return puts, dels

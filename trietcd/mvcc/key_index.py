@@ -1,0 +1,298 @@
+"""The in-memory key index: key -> generations of revisions (etcd's treeIndex).
+
+Rules (etcd 3.5 `mvcc/key_index.go`, `mvcc/index.go`):
+
+- A key's life is a list of generations. A generation starts with the put that
+  creates the key and ends with its tombstone (a delete); after a tombstone an
+  empty generation is appended, so the last generation is the live one, or empty
+  when the key is deleted.
+- `version` is the number of changes in the generation so far; the tombstone
+  counts too, which is why a recreated key starts again at version 1.
+- A key's revisions strictly increase (`modified` is the last one).
+- Compaction at C keeps, per key, the latest revision <= C of the generation that
+  is live at C, drops it too when it is a tombstone, drops every older
+  generation, and drops keys that end up empty.
+
+Ranges take `end`: None for the single key, b"" for "to the end of the key space",
+otherwise the exclusive end key (the store translates etcd's "\\0" to b"").
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from trietcd.mvcc.revision import Revision
+
+
+class RevisionNotFound(Exception):
+    """The key has no live revision at the requested revision (internal)."""
+
+
+class Generation:
+    __slots__ = ("ver", "created", "revs")
+
+    def __init__(self) -> None:
+        self.ver = 0
+        self.created = Revision(0, 0)
+        self.revs: list[Revision] = []
+
+    def is_empty(self) -> bool:
+        return not self.revs
+
+    def latest_at(self, at_rev: int) -> int:
+        """Index of the newest revision with main <= at_rev, or -1."""
+        revs = self.revs
+        for i in range(len(revs) - 1, -1, -1):
+            if revs[i].main <= at_rev:
+                return i
+        return -1
+
+    def describe(self) -> str:
+        revs = " ".join(f"{r.main}.{r.sub}" for r in self.revs)
+        return f"g(created={self.created.main}.{self.created.sub} ver={self.ver} revs=[{revs}])"
+
+
+class KeyIndex:
+    __slots__ = ("key", "modified", "generations")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.modified = Revision(0, 0)  # invariant: the last revision in generations
+        self.generations: list[Generation] = []
+
+    def is_empty(self) -> bool:
+        return len(self.generations) == 1 and self.generations[0].is_empty()
+
+    def put(self, rev: Revision) -> None:
+        assert rev > self.modified, (self.key, rev, self.modified)
+        if not self.generations:
+            self.generations.append(Generation())
+        g = self.generations[-1]
+        if not g.revs:
+            g.created = rev
+        g.revs.append(rev)
+        g.ver += 1
+        self.modified = rev
+
+    def tombstone(self, rev: Revision) -> None:
+        assert self.generations and not self.is_empty(), self.key
+        if self.generations[-1].is_empty():
+            raise RevisionNotFound
+        self.put(rev)
+        self.generations.append(Generation())
+
+    def restore(self, created: Revision, modified: Revision, ver: int) -> None:
+        """Rebuild a live key from its latest row (used when loading a backend)."""
+        assert not self.generations
+        g = Generation()
+        g.created, g.ver, g.revs = created, ver, [modified]
+        self.generations.append(g)
+        self.modified = modified
+
+    def find_generation(self, at_rev: int) -> Generation | None:
+        """The generation live at at_rev, or None when the key did not exist then."""
+        last = len(self.generations) - 1
+        for gi in range(last, -1, -1):
+            g = self.generations[gi]
+            if not g.revs:
+                continue
+            if gi != last and g.revs[-1].main <= at_rev:
+                return None  # deleted by this generation's tombstone at or before at_rev
+            if g.revs[0].main <= at_rev:
+                return g
+        return None
+
+    def get(self, at_rev: int) -> tuple[Revision, Revision, int]:
+        """(modified, created, version) of the key at at_rev."""
+        assert self.generations and not self.is_empty(), self.key
+        g = self.find_generation(at_rev)
+        if g is None:
+            raise RevisionNotFound
+        n = g.latest_at(at_rev)
+        if n == -1:
+            raise RevisionNotFound
+        return g.revs[n], g.created, g.ver - (len(g.revs) - n - 1)
+
+    def since(self, rev: int) -> list[Revision]:
+        """Revisions with main >= rev, the last one per main revision (for watch)."""
+        since = Revision(rev, 0)
+        gi = len(self.generations) - 1
+        while gi > 0:
+            g = self.generations[gi]
+            if g.revs and since > g.created:
+                break
+            gi -= 1
+        out: list[Revision] = []
+        last = 0
+        for g in self.generations[gi:]:
+            for r in g.revs:
+                if since > r:
+                    continue
+                if r.main == last:
+                    out[-1] = r
+                    continue
+                out.append(r)
+                last = r.main
+        return out
+
+    def _compact_point(self, at_rev: int, available: set[Revision]) -> tuple[int, int]:
+        """(generation index, revision index) of what compaction at at_rev keeps;
+        adds that revision to available."""
+        gi = 0
+        while gi < len(self.generations) - 1:
+            if self.generations[gi].revs[-1].main > at_rev:
+                break
+            gi += 1
+        ri = self.generations[gi].latest_at(at_rev)
+        if ri != -1:
+            available.add(self.generations[gi].revs[ri])
+        return gi, ri
+
+    def compact(self, at_rev: int, available: set[Revision]) -> None:
+        assert self.generations and not self.is_empty(), self.key
+        gi, ri = self._compact_point(at_rev, available)
+        g = self.generations[gi]
+        if g.revs:
+            if ri != -1:
+                del g.revs[:ri]
+            if len(g.revs) == 1 and gi != len(self.generations) - 1:
+                # Only the tombstone is left: the whole generation goes.
+                available.discard(g.revs[0])
+                gi += 1
+        del self.generations[:gi]
+
+    def keep(self, at_rev: int, available: set[Revision]) -> None:
+        """What compact(at_rev) would keep, without changing anything."""
+        if self.is_empty():
+            return
+        gi, ri = self._compact_point(at_rev, available)
+        g = self.generations[gi]
+        if g.revs and ri == len(g.revs) - 1 and gi != len(self.generations) - 1:
+            available.discard(g.revs[ri])
+
+    def describe(self) -> str:
+        gens = " ".join(g.describe() for g in self.generations)
+        return f"{self.key!r} modified={self.modified.main}.{self.modified.sub} {gens}"
+
+
+class TreeIndex:
+    """All keys, in byte order, each with its KeyIndex."""
+
+    def __init__(self) -> None:
+        self._keys: list[bytes] = []  # sorted; the same keys as _index
+        self._index: dict[bytes, KeyIndex] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key_index(self, key: bytes) -> KeyIndex | None:
+        return self._index.get(key)
+
+    def put(self, key: bytes, rev: Revision) -> None:
+        ki = self._index.get(key)
+        if ki is None:
+            ki = KeyIndex(key)
+            self._index[key] = ki
+            bisect.insort(self._keys, key)
+        ki.put(rev)
+
+    def insert(self, ki: KeyIndex) -> None:
+        assert ki.key not in self._index
+        self._index[ki.key] = ki
+        bisect.insort(self._keys, ki.key)
+
+    def tombstone(self, key: bytes, rev: Revision) -> None:
+        ki = self._index.get(key)
+        if ki is None:
+            raise RevisionNotFound
+        ki.tombstone(rev)
+
+    def get(self, key: bytes, at_rev: int) -> tuple[Revision, Revision, int]:
+        ki = self._index.get(key)
+        if ki is None:
+            raise RevisionNotFound
+        return ki.get(at_rev)
+
+    def visit(self, key: bytes, end: bytes) -> Iterator[KeyIndex]:
+        """KeyIndexes with key <= k < end (end b"" = unbounded), in key order."""
+        keys = self._keys
+        i = bisect.bisect_left(keys, key)
+        stop = len(keys) if not end else bisect.bisect_left(keys, end, lo=i)
+        index = self._index
+        for j in range(i, stop):
+            yield index[keys[j]]
+
+    def revisions(self, key: bytes, end: bytes | None, at_rev: int, limit: int) -> tuple[list[Revision], int]:
+        """Latest revisions of the live keys in range (at most limit if > 0) and
+        the number of all live keys in range."""
+        if end is None:
+            try:
+                return [self.get(key, at_rev)[0]], 1
+            except RevisionNotFound:
+                return [], 0
+        revs: list[Revision] = []
+        total = 0
+        for ki in self.visit(key, end):
+            try:
+                rev = ki.get(at_rev)[0]
+            except RevisionNotFound:
+                continue
+            if limit <= 0 or len(revs) < limit:
+                revs.append(rev)
+            total += 1
+        return revs, total
+
+    def count_revisions(self, key: bytes, end: bytes | None, at_rev: int) -> int:
+        return self.revisions(key, end, at_rev, 1)[1]
+
+    def range(self, key: bytes, end: bytes | None, at_rev: int) -> tuple[list[bytes], list[Revision]]:
+        if end is None:
+            try:
+                return [key], [self.get(key, at_rev)[0]]
+            except RevisionNotFound:
+                return [], []
+        keys: list[bytes] = []
+        revs: list[Revision] = []
+        for ki in self.visit(key, end):
+            try:
+                rev = ki.get(at_rev)[0]
+            except RevisionNotFound:
+                continue
+            keys.append(ki.key)
+            revs.append(rev)
+        return keys, revs
+
+    def range_since(self, key: bytes, end: bytes | None, rev: int) -> list[Revision]:
+        if end is None:
+            ki = self._index.get(key)
+            return [] if ki is None else ki.since(rev)
+        out: list[Revision] = []
+        for ki in self.visit(key, end):
+            out.extend(ki.since(rev))
+        out.sort()
+        return out
+
+    def compact(self, rev: int) -> set[Revision]:
+        available: set[Revision] = set()
+        emptied: list[bytes] = []
+        for key in self._keys:
+            ki = self._index[key]
+            ki.compact(rev, available)
+            if ki.is_empty():
+                emptied.append(key)
+        if emptied:
+            gone = set(emptied)
+            for key in emptied:
+                del self._index[key]
+            self._keys = [k for k in self._keys if k not in gone]
+        return available
+
+    def keep(self, rev: int) -> set[Revision]:
+        available: set[Revision] = set()
+        for key in self._keys:
+            self._index[key].keep(rev, available)
+        return available
+
+    def describe(self) -> str:
+        return "\n".join(self._index[k].describe() for k in self._keys)

@@ -185,80 +185,105 @@ def _expand_to_lines(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def analyse(text: str) -> Analysis:
-    tokens = tokenize(text)
-    sig = _significant(tokens)
-    out = Analysis()
-    # Scope stack entries: ("message", name), ("service", name), ("rpc", name), ("block", "").
-    scopes: list[tuple[str, str]] = []
-    pending_scope: tuple[str, str] | None = None
-    i = 0
-    while i < len(sig):
-        tok = sig[i]
-        if tok.text == "package" and not scopes:
-            out.package = sig[i + 1].text
-            i += 3
-            continue
-        if tok.text == "import" and not scopes:
-            j = i + 1
-            if sig[j].text in ("public", "weak"):
-                j += 1
-            path = _unquote(sig[j])
-            if sig[j + 1].text != ";":
-                raise GenError(f"malformed import of {path!r}")
-            if path in DROPPED_IMPORTS:
-                start, end = _expand_to_lines(text, tok.start, sig[j + 1].end)
-                out.edits.append(Edit(start, end, ""))
-            elif path in IMPORTS:
-                out.edits.append(Edit(sig[j].start, sig[j].end, f'"{IMPORTS[path]}"'))
+    """Find the edits that strip `text`, its gateway routes and its non-nullable fields."""
+    return _Scanner(text).run()
+
+
+class _Scanner:
+    """One pass over the significant tokens, tracking the enclosing declarations."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.sig = _significant(tokenize(text))
+        self.out = Analysis()
+        # ("message", name), ("service", name), ("rpc", name), ("enum", name), ("block", "")...
+        self.scopes: list[tuple[str, str]] = []
+        self.pending_scope: tuple[str, str] | None = None
+
+    def run(self) -> Analysis:
+        sig = self.sig
+        i = 0
+        while i < len(sig):
+            word = sig[i].text
+            if word == "package" and not self.scopes:
+                self.out.package = sig[i + 1].text
+                i += 3
+            elif word == "import" and not self.scopes:
+                i = self._import(i)
+            elif word in ("message", "service", "enum", "oneof") and sig[i + 2].text == "{":
+                self.pending_scope = (word, sig[i + 1].text)
+                i += 2
+            elif word == "rpc" and self.scopes and self.scopes[-1][0] == "service":
+                i = self._rpc(i)
+            elif word == "option":
+                i = self._option(i)
+            elif word == "[" and self.scopes and self.scopes[-1][0] in ("message", "oneof", "enum"):
+                i = self._field_options(i)
             else:
-                raise GenError(f"unknown import {path!r}; add it to IMPORTS")
-            i = j + 2
-            continue
-        if tok.text in ("message", "service", "enum", "oneof") and sig[i + 2].text == "{":
-            pending_scope = (tok.text, sig[i + 1].text)
-            i += 2
-            continue
-        if tok.text == "rpc" and scopes and scopes[-1][0] == "service":
-            name = sig[i + 1].text
-            j = _matching(sig, i + 2)  # request type
-            j = _matching(sig, j + 2)  # "returns" (response type)
-            if sig[j + 1].text == "{":
-                pending_scope = ("rpc", name)
-            i = j + 1
-            continue
-        if tok.text == "option":
-            name, j = _option_name(sig, i + 1)
-            if sig[j].text != "=":
-                raise GenError(f"malformed option {name!r}")
-            value_start = j + 1
-            end = _matching(sig, value_start) + 1 if sig[value_start].text == "{" else value_start + 1
-            if sig[end].text != ";":
-                raise GenError(f"option {name!r} does not end with ';'")
-            if name == "google.api.http":
-                out.routes.extend(_routes(sig[value_start:end], out.package, scopes))
-            if name.startswith(DROPPED_OPTION_PREFIXES):
-                start, stop = _expand_to_lines(text, tok.start, sig[end].end)
-                out.edits.append(Edit(start, stop, ""))
-            i = end + 1
-            continue
-        if tok.text == "[" and scopes and scopes[-1][0] in ("message", "oneof", "enum"):
-            close = _matching(sig, i)
-            field_name = sig[i - 3].text if sig[i - 2].text == "=" else ""
-            message = ".".join([out.package] + [n for k, n in scopes if k == "message"])
-            out.edits.extend(_field_option_edits(text, sig, i, close, f"{message}.{field_name}", out))
-            i = close + 1
-            continue
+                self._brace(sig[i])
+                i += 1
+        if self.scopes:
+            raise GenError("unbalanced '{' at end of file")
+        return self.out
+
+    def _brace(self, tok: Token) -> None:
         if tok.text == "{":
-            scopes.append(pending_scope or ("block", ""))
-            pending_scope = None
+            self.scopes.append(self.pending_scope or ("block", ""))
+            self.pending_scope = None
         elif tok.text == "}":
-            if not scopes:
+            if not self.scopes:
                 raise GenError(f"unbalanced '}}' at offset {tok.start}")
-            scopes.pop()
-        i += 1
-    if scopes:
-        raise GenError("unbalanced '{' at end of file")
-    return out
+            self.scopes.pop()
+
+    def _import(self, i: int) -> int:
+        sig = self.sig
+        j = i + 1
+        if sig[j].text in ("public", "weak"):
+            j += 1
+        path = _unquote(sig[j])
+        if sig[j + 1].text != ";":
+            raise GenError(f"malformed import of {path!r}")
+        if path in DROPPED_IMPORTS:
+            start, end = _expand_to_lines(self.text, sig[i].start, sig[j + 1].end)
+            self.out.edits.append(Edit(start, end, ""))
+        elif path in IMPORTS:
+            self.out.edits.append(Edit(sig[j].start, sig[j].end, f'"{IMPORTS[path]}"'))
+        else:
+            raise GenError(f"unknown import {path!r}; add it to IMPORTS")
+        return j + 2
+
+    def _rpc(self, i: int) -> int:
+        sig = self.sig
+        j = _matching(sig, i + 2)  # (request type)
+        j = _matching(sig, j + 2)  # returns (response type)
+        if sig[j + 1].text == "{":
+            self.pending_scope = ("rpc", sig[i + 1].text)
+        return j + 1
+
+    def _option(self, i: int) -> int:
+        sig = self.sig
+        name, j = _option_name(sig, i + 1)
+        if sig[j].text != "=":
+            raise GenError(f"malformed option {name!r}")
+        value = j + 1
+        end = _matching(sig, value) + 1 if sig[value].text == "{" else value + 1
+        if sig[end].text != ";":
+            raise GenError(f"option {name!r} does not end with ';'")
+        if name == "google.api.http":
+            self.out.routes.extend(_routes(sig[value:end], self.out.package, self.scopes))
+        if name.startswith(DROPPED_OPTION_PREFIXES):
+            start, stop = _expand_to_lines(self.text, sig[i].start, sig[end].end)
+            self.out.edits.append(Edit(start, stop, ""))
+        return end + 1
+
+    def _field_options(self, i: int) -> int:
+        sig = self.sig
+        close = _matching(sig, i)
+        field_name = sig[i - 3].text if sig[i - 2].text == "=" else ""
+        message = ".".join([self.out.package] + [n for k, n in self.scopes if k == "message"])
+        field = f"{message}.{field_name}"
+        self.out.edits.extend(_field_option_edits(self.text, sig, i, close, field, self.out))
+        return close + 1
 
 
 def _routes(value: list[Token], package: str, scopes: list[tuple[str, str]]) -> Iterator[Route]:

@@ -88,6 +88,45 @@ def test_gen_check_reports_stale_and_leftover_files(tmp_path):
     assert check().returncode == 0
 
 
+def test_strip_keeps_other_options_and_collects_routes():
+    source = (
+        'syntax = "proto2";\n'
+        "package p;\n"
+        'import "gogoproto/gogo.proto";\n'
+        'import "etcd/api/mvccpb/kv.proto";\n'
+        "option (gogoproto.marshaler_all) = true;\n"
+        "message M {\n"
+        "  option (gogoproto.goproto_getters) = false;\n"
+        "  optional uint64 a = 1 [(gogoproto.nullable) = false, deprecated = true];\n"
+        '  optional uint64 b = 2 [(gogoproto.customname) = "B"];\n'
+        "  message N { optional bool c = 1 [(gogoproto.nullable) = false]; }\n"
+        "}\n"
+        "service S {\n"
+        '  rpc Do(M) returns (M) { option (google.api.http) = { post: "/x" body: "*"\n'
+        '    additional_bindings { get: "/y" } }; }\n'
+        "}\n"
+    )
+    analysis = gen.analyse(source)
+    assert gen.apply_edits(source, analysis.edits) == (
+        'syntax = "proto2";\n'
+        "package p;\n"
+        'import "proto/mvccpb/kv.proto";\n'
+        "message M {\n"
+        "  optional uint64 a = 1 [deprecated = true];\n"
+        "  optional uint64 b = 2;\n"
+        "  message N { optional bool c = 1; }\n"
+        "}\n"
+        "service S {\n"
+        "  rpc Do(M) returns (M) {}\n"
+        "}\n"
+    )
+    assert analysis.non_nullable == ["p.M.a", "p.M.N.c"]
+    assert [(r.http_path, r.verb, r.grpc_path) for r in analysis.routes] == [
+        ("/x", "POST", "/p.S/Do"), ("/y", "GET", "/p.S/Do")]
+    with pytest.raises(gen.GenError, match="unknown import"):
+        gen.analyse('import "other.proto";\n')
+
+
 # --- shape --------------------------------------------------------------------------------------
 
 

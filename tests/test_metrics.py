@@ -1,0 +1,107 @@
+import math
+import os
+import time
+
+import pytest
+
+from trietcd.metrics import CONTENT_TYPE, Registry, format_float
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0, "0"), (1, "1"), (-1, "-1"), (0.05, "0.05"), (20000, "20000"), (123456, "123456"),
+        (1e6, "1e+06"), (30519296, "3.0519296e+07"), (1795500649.26, "1.79550064926e+09"),
+        (2.0**64 - 1, "1.8446744073709552e+19"), (0.0001, "0.0001"), (1e-05, "1e-05"),
+        (0.004784492, "0.004784492"), (2.048, "2.048"), (-2.5, "-2.5"), (1.5e-7, "1.5e-07"),
+        (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"),
+    ],
+)
+def test_format_float_like_go(value, text):
+    assert format_float(value) == text
+
+
+def test_render_counters_gauges_sorted_with_escaping():
+    reg = Registry()
+    c = reg.counter("zeta_total", "Last family.\nSecond line \\ slash.", ["method", "code"])
+    c.labels("PUT", "200").inc()
+    c.labels("GET", '"quoted"\n').inc(2)
+    g = reg.gauge("alpha", "First family.")
+    g.set(3)
+    g.inc(0.5)
+    reg.gauge("unused", "Families without samples are omitted.", ["x"])
+    assert reg.render().decode() == (
+        "# HELP alpha First family.\n"
+        "# TYPE alpha gauge\n"
+        "alpha 3.5\n"
+        "# HELP zeta_total Last family.\\nSecond line \\\\ slash.\n"
+        "# TYPE zeta_total counter\n"
+        'zeta_total{method="GET",code="\\"quoted\\"\\n"} 2\n'
+        'zeta_total{method="PUT",code="200"} 1\n'
+    )
+
+
+def test_histogram_buckets_sum_count():
+    reg = Registry()
+    h = reg.histogram("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.",
+                      buckets=[0.001 * 2**i for i in range(3)])
+    for v in (0.0005, 0.001, 0.003, 10):
+        h.observe(v)
+    assert reg.render().decode() == (
+        "# HELP etcd_disk_wal_fsync_duration_seconds The latency distributions of fsync called by WAL.\n"
+        "# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n"
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 2\n'
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 2\n'
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.004"} 3\n'
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 4\n'
+        "etcd_disk_wal_fsync_duration_seconds_sum 10.0045\n"
+        "etcd_disk_wal_fsync_duration_seconds_count 4\n"
+    )
+
+
+def test_labelled_histogram_puts_le_last():
+    reg = Registry()
+    h = reg.histogram("h", "h.", ["type"], buckets=[1])
+    h.labels("a").observe(2)
+    assert 'h_bucket{type="a",le="1"} 0' in reg.render().decode()
+    assert 'h_sum{type="a"} 2' in reg.render().decode()
+
+
+def test_gauge_function_and_misuse():
+    reg = Registry()
+    g = reg.gauge("g", "g.")
+    g.set_function(lambda: 7)
+    assert reg.render().endswith(b"g 7\n")
+    with pytest.raises(AssertionError):
+        reg.gauge("g", "again")
+    with pytest.raises(AssertionError):
+        reg.counter("c", "c.").inc(-1)
+    with pytest.raises(AssertionError):
+        reg.counter("l", "l.", ["a"]).inc()
+
+
+def test_process_metrics_are_plausible():
+    reg = Registry(process=True)
+    text = reg.render().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if not line.startswith("#")}
+    assert set(values) == {
+        "process_cpu_seconds_total", "process_max_fds", "process_open_fds", "process_resident_memory_bytes",
+        "process_start_time_seconds", "process_virtual_memory_bytes", "process_virtual_memory_max_bytes",
+    }
+    assert values["process_open_fds"] >= 3
+    assert values["process_max_fds"] >= values["process_open_fds"]
+    assert values["process_resident_memory_bytes"] > 1 << 20
+    assert values["process_virtual_memory_bytes"] >= values["process_resident_memory_bytes"]
+    # The process started before now and after the machine booted (a day is generous for a test run).
+    assert time.time() - 86400 < values["process_start_time_seconds"] <= time.time() + 1
+    assert values["process_cpu_seconds_total"] > 0
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        again = {l.split()[0]: float(l.split()[1]) for l in reg.render().decode().splitlines() if l[0] != "#"}
+        assert again["process_open_fds"] == values["process_open_fds"] + 1
+    finally:
+        os.close(fd)
+
+
+def test_content_type():
+    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"

@@ -1,0 +1,309 @@
+"""A small Prometheus registry rendering the text exposition format 0.0.4.
+
+Families are written sorted by name and samples sorted by label values, with numbers formatted
+the way Go's client_golang does (strconv 'g' shortest: 3.0519296e+07, 0.05, 20000), so a scrape
+of trietcd reads like one of etcd. `Registry(process=True)` adds the process collector's metrics
+(process_cpu_seconds_total, process_open_fds, ...), read from /proc/self at scrape time.
+
+Every metric is owned by whoever created it; updates are plain attribute changes, safe from any
+task of the one trio thread.
+"""
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+
+__all__ = [
+    "Registry",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "DEFAULT_BUCKETS",
+    "CONTENT_TYPE",
+    "format_float",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def format_float(value: float) -> str:
+    """`value` as Go's strconv.FormatFloat(value, 'g', -1, 64) writes it, plus Prometheus'
+    spellings of the infinities and NaN."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    # Decimal exponent -> position of the decimal point relative to the first digit.
+    exp10 = len(text) + exponent - 1
+    neg = "-" if sign else ""
+    # Go picks %e when the exponent is < -4 or >= 6 (the precision it assumes for 'shortest').
+    if exp10 < -4 or exp10 >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{neg}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    if exp10 < 0:
+        return f"{neg}0.{'0' * (-exp10 - 1)}{text}"
+    if len(text) <= exp10 + 1:
+        return f"{neg}{text}{'0' * (exp10 + 1 - len(text))}"
+    return f"{neg}{text[: exp10 + 1]}.{text[exp10 + 1:]}"
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels_text(names: Sequence[str], values: Sequence[str], extra: tuple[str, str] | None = None) -> str:
+    pairs = [f'{n}="{_escape_label(v)}"' for n, v in zip(names, values)]
+    if extra is not None:
+        pairs.append(f'{extra[0]}="{_escape_label(extra[1])}"')
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+class _Family:
+    kind = ""
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()):
+        assert name and all(c.isalnum() or c in "_:" for c in name), name
+        self.name = name
+        self.help = help
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], object] = {}
+
+    def labels(self, *values: str):
+        assert len(values) == len(self.labelnames), (self.name, values)
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._new_child()
+        return child
+
+    def _only(self):
+        assert not self.labelnames, f"{self.name} has labels; use .labels(...)"
+        return self.labels()
+
+    def _new_child(self):
+        raise NotImplementedError
+
+    def render_samples(self) -> Iterable[str]:
+        for key in sorted(self._children):
+            yield from self._render_child(key, self._children[key])
+
+    def _render_child(self, key, child) -> Iterable[str]:
+        yield f"{self.name}{_labels_text(self.labelnames, key)} {format_float(child.get())}"
+
+
+class _Value:
+    def __init__(self):
+        self.value = 0.0
+        self.function: Callable[[], float] | None = None
+
+    def get(self) -> float:
+        return float(self.function()) if self.function is not None else self.value
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        """Compute the value at scrape time (a counter's function must never decrease)."""
+        self.function = function
+
+
+class _CounterChild(_Value):
+    def inc(self, amount: float = 1.0) -> None:
+        assert amount >= 0, "counters only go up"
+        self.value += amount
+
+
+class _GaugeChild(_Value):
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class Counter(_Family):
+    kind = "counter"
+
+    def _new_child(self):
+        return _CounterChild()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._only().inc(amount)
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._only().set_function(function)
+
+    def get(self) -> float:
+        return self._only().get()
+
+
+class Gauge(_Family):
+    kind = "gauge"
+
+    def _new_child(self):
+        return _GaugeChild()
+
+    def set(self, value: float) -> None:
+        self._only().set(value)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._only().inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._only().dec(amount)
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._only().set_function(function)
+
+    def get(self) -> float:
+        return self._only().get()
+
+
+class _HistogramChild:
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)  # per bucket, not cumulative
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.sum += value
+        self.count += 1
+
+
+class Histogram(_Family):
+    kind = "histogram"
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str] = (),
+                 buckets: Sequence[float] = DEFAULT_BUCKETS):
+        super().__init__(name, help, labelnames)
+        assert "le" not in self.labelnames
+        bounds = [float(b) for b in buckets if not math.isinf(b)]
+        assert bounds == sorted(set(bounds)) and bounds, "buckets must increase"
+        self.buckets = tuple(bounds)
+
+    def _new_child(self):
+        return _HistogramChild(self.buckets)
+
+    def observe(self, value: float) -> None:
+        self._only().observe(value)
+
+    def _render_child(self, key, child) -> Iterable[str]:
+        cumulative = 0
+        for bound, n in zip(child.buckets, child.counts):
+            cumulative += n
+            labels = _labels_text(self.labelnames, key, ("le", format_float(bound)))
+            yield f"{self.name}_bucket{labels} {cumulative}"
+        labels = _labels_text(self.labelnames, key, ("le", "+Inf"))
+        yield f"{self.name}_bucket{labels} {child.count}"
+        plain = _labels_text(self.labelnames, key)
+        yield f"{self.name}_sum{plain} {format_float(child.sum)}"
+        yield f"{self.name}_count{plain} {child.count}"
+
+
+class Registry:
+    def __init__(self, *, process: bool = False):
+        self._families: dict[str, _Family] = {}
+        if process:
+            _add_process_metrics(self)
+
+    def register(self, family: _Family) -> _Family:
+        assert family.name not in self._families, f"duplicate metric {family.name}"
+        self._families[family.name] = family
+        return family
+
+    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
+        return self.register(Counter(name, help, labelnames))
+
+    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
+        return self.register(Gauge(name, help, labelnames))
+
+    def histogram(self, name: str, help: str, labelnames: Sequence[str] = (),
+                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
+        return self.register(Histogram(name, help, labelnames, buckets))
+
+    def get(self, name: str) -> _Family | None:
+        return self._families.get(name)
+
+    def render(self) -> bytes:
+        lines: list[str] = []
+        for name in sorted(self._families):
+            family = self._families[name]
+            samples = list(family.render_samples())
+            if not samples:
+                continue  # client_golang omits families without any sample
+            lines.append(f"# HELP {name} {_escape_help(family.help)}")
+            lines.append(f"# TYPE {name} {family.kind}")
+            lines.extend(samples)
+        return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+# -- process collector (Linux /proc) --------------------------------------------------------
+
+_UNLIMITED = float(2**64 - 1)  # Go prints RLIM_INFINITY as 1.8446744073709552e+19
+
+
+def _proc_stat() -> list[str]:
+    with open("/proc/self/stat") as f:
+        text = f.read()
+    # The command name may hold spaces and parentheses; fields resume after the last ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _boot_time_s() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _limit(name: str) -> float:
+    with open("/proc/self/limits") as f:
+        for line in f:
+            if line.startswith(name):
+                soft = line[len(name) :].split()[0]
+                return _UNLIMITED if soft == "unlimited" else float(soft)
+    return _UNLIMITED
+
+
+def _add_process_metrics(registry: Registry) -> None:
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    page_bytes = os.sysconf("SC_PAGESIZE")
+    # Fields after the command name, 0-based: state=0 ... utime=11 stime=12 starttime=19
+    # vsize=20 rss=21 (proc(5) numbers them 3.. and 14, 15, 22, 23, 24).
+    start_s = _boot_time_s() + float(_proc_stat()[19]) / ticks_per_s
+
+    def cpu_s() -> float:
+        fields = _proc_stat()
+        return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+    registry.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.") \
+        .set_function(cpu_s)
+    registry.gauge("process_max_fds", "Maximum number of open file descriptors.") \
+        .set_function(lambda: _limit("Max open files"))
+    registry.gauge("process_open_fds", "Number of open file descriptors.") \
+        .set_function(lambda: len(os.listdir("/proc/self/fd")))
+    registry.gauge("process_resident_memory_bytes", "Resident memory size in bytes.") \
+        .set_function(lambda: int(_proc_stat()[21]) * page_bytes)
+    registry.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.") \
+        .set(start_s)
+    registry.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.") \
+        .set_function(lambda: int(_proc_stat()[20]))
+    registry.gauge("process_virtual_memory_max_bytes", "Maximum amount of virtual memory available in bytes.") \
+        .set_function(lambda: _limit("Max address space"))
+

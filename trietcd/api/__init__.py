@@ -1,0 +1,37 @@
+"""etcd's client API: one module per gRPC service, the JSON gateway, errors.
+
+`build_registry(server)` registers every etcd v3 service with the handlers
+that exist; a method without one answers UNIMPLEMENTED, as a server that
+does not know it would.
+"""
+
+from __future__ import annotations
+
+from proto.etcdserverpb import rpc_pb2
+from proto.v3electionpb import v3election_pb2
+from proto.v3lockpb import v3lock_pb2
+from trietcd.wire import Registry
+
+__all__ = ["build_registry"]
+
+
+def build_registry(server) -> Registry:
+    from trietcd.api.cluster import ClusterService
+    from trietcd.api.kv import KVService
+    from trietcd.api.maintenance import MaintenanceService
+
+    kv = KVService(server.store, server.header, max_txn_ops=server.config.max_txn_ops)
+    services = {
+        "KV": kv.handlers(),
+        "Watch": {},
+        "Lease": {},
+        "Cluster": ClusterService(server).handlers(),
+        "Maintenance": MaintenanceService(server).handlers(),
+        "Auth": {},
+    }
+    registry = Registry()
+    for name, handlers in services.items():
+        registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name[name], handlers)
+    registry.add_service(v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], {})
+    registry.add_service(v3election_pb2.DESCRIPTOR.services_by_name["Election"], {})
+    return registry

@@ -1,0 +1,151 @@
+"""The `trietcd` command: configuration in, one member served until a signal.
+
+Everything the process needs is composed here, and only here: the member,
+the gRPC services, the HTTP apps and the listeners. Layers below never read
+flags, the environment or signals.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+
+import trio
+
+from trietcd import config as config_mod
+from trietcd.log import logger
+
+__all__ = ["main", "serve"]
+
+# etcd adds this much to --max-request-bytes for the gRPC receive limit, so
+# that an oversized request reaches the server and gets etcd's own error.
+GRPC_OVERHEAD_BYTES = 512 * 1024
+# etcd's default is unlimited; every client-controlled quantity here has a bound.
+MAX_CONCURRENT_STREAMS_CAP = 10_000
+# How long in-flight calls may run after SIGTERM before they are cut.
+SHUTDOWN_GRACE_S = 5.0
+# Go's names for the signals, as etcd logs them.
+_GO_SIGNAL_NAMES = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminated"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = config_mod.parse(argv, os.environ)
+    except config_mod.ConfigError as exc:
+        sys.stderr.write(exc.render())
+        sys.stderr.flush()
+        sys.exit(exc.exit_code)
+    logger.set_level(config.log_level)
+    for line in config.log:
+        sys.stderr.write(config_mod.render_line(line, _now()))
+    try:
+        trio.run(serve, config)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        # A listener that cannot bind: etcd logs it as fatal and exits 1.
+        logger.log("fatal", "discovery failed", caller="etcdmain/etcd.go", error=str(exc))
+        sys.exit(1)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    from trietcd.api import build_registry
+    from trietcd.api.gateway import gateway_app
+    from trietcd.api.http import http_app, metrics_app
+    from trietcd.metrics import default_registry
+    from trietcd.peer import peer_http_app
+    from trietcd.server.member import Member
+    from trietcd.wire.conn import ConnectionSet
+    from trietcd.wire.h2_conn import H2Limits
+    from trietcd.wire.listener import serve_url
+
+    _prepare_data_dir(config.data_dir)
+    member = Member(config, log=logger)
+    registry = build_registry(member)
+    connections = ConnectionSet()
+    limits = H2Limits(
+        max_recv_message_bytes=config.max_request_bytes + GRPC_OVERHEAD_BYTES,
+        max_concurrent_streams=min(getattr(config, "max_concurrent_streams", MAX_CONCURRENT_STREAMS_CAP),
+                                   MAX_CONCURRENT_STREAMS_CAP),
+        keepalive_min_time_s=config.grpc_keepalive_min_time,
+        keepalive_interval_s=config.grpc_keepalive_interval,
+        keepalive_timeout_s=config.grpc_keepalive_timeout,
+    )
+    metrics = default_registry()
+    client_app = http_app(
+        gateway=gateway_app(registry),
+        health=member.health,
+        version=member.version_info,
+        metrics=metrics,
+    )
+    client_tls = _server_context(config.client_transport_security)
+    peer_tls = _server_context(config.peer_transport_security)
+    serve = functools.partial(serve_url, h2_limits=limits, connections=connections)
+    listeners = [
+        functools.partial(serve, url, registry=registry, http_app=client_app, ssl_context=client_tls)
+        for url in config.listen_client_urls
+    ]
+    listeners += [
+        functools.partial(serve, url, registry=registry, http_app=peer_http_app(member), ssl_context=peer_tls)
+        for url in config.listen_peer_urls
+    ]
+    listeners += [
+        functools.partial(
+            serve, url, registry=None, http_app=metrics_app(health=member.health, metrics=metrics),
+            ssl_context=client_tls if url.startswith("https") else None,
+        )
+        for url in config.listen_metrics_urls
+    ]
+    logger.info(
+        "starting an etcd server",
+        caller="embed/etcd.go",
+        **{
+            "etcd-version": member.version,
+            "name": config.name,
+            "data-dir": config.data_dir,
+            "listen-client-urls": list(config.listen_client_urls),
+            "advertise-client-urls": list(config.advertise_client_urls),
+            "listen-peer-urls": list(config.listen_peer_urls),
+            "initial-cluster": config.initial_cluster,
+        },
+    )
+    logger.info(
+        "starting local member",
+        caller="etcdserver/raft.go",
+        **{"local-member-id": f"{member.id:x}", "cluster-id": f"{member.cluster_id:x}"},
+    )
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(member.run, listeners)
+            task_status.started((member, addresses))
+            async for signum in signals:
+                logger.info(
+                    "received signal; shutting down",
+                    caller="osutil/interrupt_unix.go",
+                    signal=_GO_SIGNAL_NAMES.get(signum, str(signum)),
+                )
+                await member.stop(connections.shutdown, SHUTDOWN_GRACE_S)
+                break
+            nursery.cancel_scope.cancel()
+
+
+def _prepare_data_dir(path: str) -> None:
+    # etcd creates the data dir with 0700 and refuses one it cannot write.
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def _server_context(tls):
+    if not tls.cert_file and not tls.key_file:
+        return None
+    from trietcd.wire.tls import server_context
+
+    return server_context(tls.cert_file, tls.key_file, tls.trusted_ca_file, tls.client_cert_auth)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import struct
+import urllib.parse
 
 import hpack
 
@@ -151,7 +152,7 @@ class ClientConn:
         self._next_stream_id = 1
         self._streams: dict[int, _Stream] = {}
         self._decoder = hpack.Decoder(max_header_list_size=1 << 20)
-        self._header_cache: dict[bytes, list[tuple[str, str]]] = {}
+        self._header_cache: dict[bytes, tuple[str | None, str | None, str | None]] = {}
         self._table_mark = self._table_state()
         # A header block split over CONTINUATION frames: (stream_id, flags, parts).
         self._continuing: tuple[int, int, list[bytes]] | None = None
@@ -211,10 +212,7 @@ class ClientConn:
         self._next_stream_id += 2
         self._streams[sid] = _Stream()
         length = len(headers_block)
-        self._out.append(
-            _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, HEADERS, FLAG_END_HEADERS, sid)
-        )
-        self._out.append(headers_block)
+        headers_head = _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, HEADERS, FLAG_END_HEADERS, sid)
         length = len(message)
         if (
             not self._blocked
@@ -223,11 +221,10 @@ class ClientConn:
             and length <= self._max_frame_size
         ):
             self._send_window -= length
-            self._out.append(
-                _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, DATA, FLAG_END_STREAM, sid)
-            )
-            self._out.append(message)
+            data_head = _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, DATA, FLAG_END_STREAM, sid)
+            self._out.append(b"".join((headers_head, headers_block, data_head, message)))
         else:
+            self._out.append(headers_head + headers_block)
             self._blocked[sid] = [message, self._stream_window_initial]
             self._flush_blocked()
         return sid
@@ -326,33 +323,41 @@ class ClientConn:
         # Holding the newest entry object keeps its identity from being reused.
         return (len(entries), entries[0] if entries else None, table.maxsize)
 
-    def _decode_headers(self, block: bytes) -> list[tuple[str, str]]:
-        headers = self._header_cache.get(block)
-        if headers is not None:
-            return headers
-        headers = self._decoder.decode(block)
+    def _decode_headers(self, block: bytes) -> tuple[str | None, str | None, str | None]:
+        """(:status, grpc-status, grpc-message) of a header block, None where absent."""
+        summary = self._header_cache.get(block)
+        if summary is not None:
+            return summary
+        status = grpc_status = grpc_message = None
+        for name, value in self._decoder.decode(block):
+            if name == ":status":
+                status = value
+            elif name == "grpc-status":
+                grpc_status = value
+            elif name == "grpc-message":
+                grpc_message = urllib.parse.unquote(value)  # percent-encoded on the wire
+        summary = (status, grpc_status, grpc_message)
         mark = self._table_state()
         old = self._table_mark
         if mark[0] == old[0] and mark[1] is old[1] and mark[2] == old[2]:
             if len(self._header_cache) < 256:
-                self._header_cache[block] = headers
+                self._header_cache[block] = summary
         else:
             self._table_mark = mark
             self._header_cache.clear()
-        return headers
+        return summary
 
     def _on_headers(self, done: list, sid: int, flags: int, block: bytes) -> None:
-        headers = self._decode_headers(block)  # always, to keep the table in step
+        status, grpc_status, grpc_message = self._decode_headers(block)  # always: table in step
         stream = self._streams.get(sid)
         if stream is None:
             return
-        for name, value in headers:
-            if name == ":status":
-                stream.status = value
-            elif name == "grpc-status":
-                stream.grpc_status = value
-            elif name == "grpc-message":
-                stream.grpc_message = value
+        if status is not None:
+            stream.status = status
+        if grpc_status is not None:
+            stream.grpc_status = grpc_status
+        if grpc_message is not None:
+            stream.grpc_message = grpc_message
         if flags & FLAG_END_STREAM:
             self._finish(done, sid, stream, None)
 

@@ -104,12 +104,22 @@ class Servers(contextlib.ExitStack):
     def __init__(self) -> None:
         super().__init__()
         os.makedirs(WORK_DIR, exist_ok=True)
+        self._procs: list[subprocess.Popen] = []
 
     def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen:
         log = self.enter_context(open(os.path.join(self._dir, log_name), "wb"))
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=_repo_root())
         self.callback(_stop, proc)
+        self._procs.append(proc)
         return proc
+
+    def _wait(self, target: "Target", proc: subprocess.Popen, log_name: str) -> None:
+        try:
+            _wait_serving(target.endpoint, proc)
+        except RuntimeError as exc:
+            with open(os.path.join(self._dir, log_name), "rb") as log:
+                tail = log.read()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"{target.name}: {exc}; its output ends with:\n{tail}") from None
 
     def __enter__(self):
         super().__enter__()
@@ -122,7 +132,7 @@ class Servers(contextlib.ExitStack):
         argv = _etcd_style_argv(binary, os.path.join(self._dir, f"{name}.data"), port, free_port())
         proc = self._spawn(argv, f"{name}.log")
         target = Target(name, f"127.0.0.1:{port}")
-        _wait_serving(target.endpoint, proc)
+        self._wait(target, proc, f"{name}.log")
         return target
 
     def start_noop(self) -> Target:
@@ -130,7 +140,7 @@ class Servers(contextlib.ExitStack):
         argv = [sys.executable, "-m", "benchmarks.noop_server", "--listen", f"127.0.0.1:{port}"]
         proc = self._spawn(argv, "noop.log")
         target = Target("noop", f"127.0.0.1:{port}")
-        _wait_serving(target.endpoint, proc)
+        self._wait(target, proc, "noop.log")
         return target
 
 

@@ -2,6 +2,7 @@
 
 import collections
 import concurrent.futures
+import pathlib
 import socket
 import threading
 
@@ -151,3 +152,27 @@ def test_side_by_side_table_lists_each_target_and_ratio():
         "| clients / conns | etcd calls/s | p50 ms | p99 ms | noop calls/s | p50 ms | p99 ms | noop/etcd |"
     )
     assert table.splitlines()[2] == "| 1 / 1 | 100 | 1.00 | 1.00 | 250 (1 failed) | 2.00 | 2.00 | 2.50 |"
+
+
+def test_unary_noop_measures_a_given_target_at_every_shape(capsys):
+    with KVServer() as server:
+        code = unary_noop.main(
+            ["--no-etcd", "--no-noop", "--target", f"g=127.0.0.1:{server.port}", "--total", "30"]
+        )
+        assert code == 0
+        assert sum(server.requests.values()) == 90
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| clients / conns | g calls/s | p50 ms | p99 ms |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1 / 1", "| 100 / 10", "| 1000 / 100"]
+
+
+def test_unary_noop_starts_and_stops_etcd(capsys):
+    etcd = pathlib.Path(unary_noop._etcd_bin_dir()) / "etcd"
+    if not etcd.exists():
+        pytest.skip("etcd 3.5.1 binary not installed")
+    with unary_noop.Servers() as servers:
+        target = servers.start_etcd_style("etcd", str(etcd))
+        stats = h2load.run_load(config(target.endpoint.rpartition(":")[2], total=50))
+        assert stats.calls_ok == 50
+        proc = servers._procs[0]
+    assert proc.poll() is not None  # stopped on exit

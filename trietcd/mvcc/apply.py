@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from proto.etcdserverpb import rpc_pb2
-from trietcd.mvcc.errors import CompactedError, FutureRevError, KeyNotFoundError, LeaseNotFoundError
+from trietcd.mvcc.errors import CompactedError, FutureRevError, KeyNotFoundError, LeaseNotFoundError, MvccError
 from trietcd.mvcc.gosort import go_sort, go_sort_reverse
 from trietcd.mvcc.store import KeyValue, KVStore, ReadTxn, WriteTxn
 
@@ -170,9 +170,18 @@ class Applier:
             resp = self._apply_txn(view, rt, iter(path))
             resp.header.revision = view.rev
             return resp
-        with self.store.write() as txn:
+        txn = self.store.write()
+        try:
             resp = self._apply_txn(txn, rt, iter(path))
-            resp.header.revision = txn.rev
+        except MvccError:
+            # The checks above look at the state before the txn, so an op can
+            # still fail on what an earlier op of the same txn did (a put with
+            # ignore_value of a key a from-key delete removed). etcd 3.5.1 panics
+            # there; answer the error and keep the txn all-or-nothing instead.
+            txn.abort()
+            raise
+        resp.header.revision = txn.rev
+        txn.end()
         return resp
 
     def _apply_txn(self, txn: Txn, rt: rpc_pb2.TxnRequest, path: Iterator[bool]) -> rpc_pb2.TxnResponse:

@@ -82,6 +82,25 @@ class KeyIndex:
         self.put(rev)
         self.generations.append(Generation())
 
+    def undo(self, rev: Revision) -> None:
+        """Take back the last change (a put or a tombstone at rev), for an aborted
+        write transaction. Leaves an empty index when the key's first put goes."""
+        gens = self.generations
+        assert rev == self.modified, (self.key, rev, self.modified)
+        if not gens[-1].revs and len(gens) > 1:
+            gens.pop()  # the empty generation a tombstone appended
+        g = gens[-1]
+        assert g.revs and g.revs[-1] == rev, (self.key, rev)
+        g.revs.pop()
+        g.ver -= 1
+        if not g.revs:
+            g.created = Revision(0, 0)
+        self.modified = Revision(0, 0)
+        for g in reversed(gens):
+            if g.revs:
+                self.modified = g.revs[-1]
+                break
+
     def restore(self, created: Revision, modified: Revision, ver: int) -> None:
         """Rebuild a live key from its latest row (used when loading a backend)."""
         assert not self.generations
@@ -207,6 +226,13 @@ class TreeIndex:
         if ki is None:
             raise RevisionNotFound
         ki.tombstone(rev)
+
+    def undo(self, key: bytes, rev: Revision) -> None:
+        ki = self._index[key]
+        ki.undo(rev)
+        if not any(g.revs for g in ki.generations):
+            del self._index[key]
+            del self._keys[bisect.bisect_left(self._keys, key)]
 
     def get(self, key: bytes, at_rev: int) -> tuple[Revision, Revision, int]:
         ki = self._index.get(key)

@@ -82,7 +82,11 @@ class MemoryKeyBucket:
         return len(self._rows)
 
     def put(self, rev: Revision, kv: KeyValue, tombstone: bool) -> None:
-        assert not self._order or rev > self._order[-1], rev
+        order = self._order
+        while order and order[-1] not in self._rows:  # rows an aborted txn took back
+            order.pop()
+            self._deleted -= 1
+        assert not order or rev > order[-1], rev
         self._rows[rev] = (kv, tombstone)
         self._order.append(rev)
 
@@ -297,6 +301,18 @@ class WriteTxn:
         store.bucket.put(idx_rev, kv, True)
         store.index.tombstone(key, idx_rev)
         self.changes.append(Change(idx_rev, kv, deleted=True))
+
+    def abort(self) -> None:
+        """Undo every change and end: the store is as before the transaction.
+        (etcd never needs this; here a txn op can fail after earlier ops applied,
+        see Applier.txn.)"""
+        assert not self._ended
+        store = self._store
+        for change in reversed(self.changes):
+            store.index.undo(change.kv.key, change.rev)
+            store.bucket.delete(change.rev)
+        self.changes.clear()
+        self.end()
 
     def end(self) -> None:
         if self._ended:

@@ -173,7 +173,11 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[tuple[int, 
                 method=PUT_METHOD,
                 messages=messages,
             )
-            stats = run_load(config)
+            # On a shared machine other work only ever slows a run down: keep the best.
+            stats = max(
+                (run_load(config) for _ in range(args.repeat)),
+                key=lambda s: (s.calls_failed == 0, s.requests_per_sec),
+            )
             results[(clients, conns)][target.name] = stats
             print(
                 f"# {target.name:>8} {clients:>5} clients {conns:>4} conns: "
@@ -215,6 +219,7 @@ def format_table(targets: list[Target], results: dict) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.unary_noop", description=__doc__.split("\n")[0])
     parser.add_argument("--total", type=int, default=20000, help="calls per target and load shape")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best is kept")
     parser.add_argument("--procs", type=int, default=2, help="load generator processes (1 for 1 client)")
     parser.add_argument("--key-size", type=int, default=8)
     parser.add_argument("--val-size", type=int, default=8)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import types
 
 import trio
 from google.protobuf.message import DecodeError
@@ -65,7 +66,7 @@ class Call:
         self._headers = headers
         self._metadata = None
         self._method = method
-        self._reader = g.MessageReader(shell.limits.max_recv_message_bytes)
+        self._reader: g.MessageReader | None = None  # made when a message spans frames
         self._queue: collections.deque[bytes] | None = None  # streaming requests only
         self._queued_bytes = 0
         self._deferred_bytes = 0  # received, not yet credited to the peer
@@ -146,6 +147,7 @@ class _Connection:
         self.calls: dict[int, Call] = {}
         self.send_space = trio.lowlevel.ParkingLot()
         self._want_write = trio.Event()
+        self._write_pending = False  # _want_write is set
         self._writer_done = trio.Event()
         self._finished = trio.Event()
         self._no_calls = trio.Event()
@@ -153,6 +155,8 @@ class _Connection:
         self._shutting_down = False
         self._calls_nursery: trio.Nursery | None = None
         self._read_scope = trio.CancelScope()
+        self._last_headers = None  # the request head of the last header list, reused
+        self._last_head = None
         self._timer_scope: trio.CancelScope | None = None
 
     # -------------------------------------------------------- lifecycle
@@ -195,7 +199,9 @@ class _Connection:
         self._read_scope.cancel()
 
     def wake_writer(self) -> None:
-        self._want_write.set()
+        if not self._write_pending:
+            self._write_pending = True
+            self._want_write.set()
 
     async def _read_loop(self) -> None:
         receive_some = self.stream.receive_some
@@ -213,7 +219,11 @@ class _Connection:
         try:
             while True:
                 await self._want_write.wait()
+                # One more scheduling round lets the call tasks woken with us
+                # finish first, so their output leaves in this same send_all.
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 self._want_write = trio.Event()
+                self._write_pending = False
                 data = conn.data_to_send()
                 if data:
                     with trio.move_on_after(self.limits.send_stall_timeout_s) as scope:
@@ -273,7 +283,11 @@ class _Connection:
                 self.wake_writer()
 
     def _on_request(self, sid: int, headers, end_stream: bool) -> None:
-        head = g.parse_request_head(headers)
+        if headers is self._last_headers:
+            head = self._last_head
+        else:
+            head = g.parse_request_head(headers)
+            self._last_headers, self._last_head = headers, head
         conn = self.conn
         if head.bad_content_type:
             conn.reset_stream(sid, f.PROTOCOL_ERROR)
@@ -306,7 +320,13 @@ class _Connection:
             self.conn.acknowledge_received_data(sid, len(data))
             return
         try:
-            messages = call._reader.feed(data) if data else ()
+            if call._reader is None:
+                messages = g.whole_message(data, self.limits.max_recv_message_bytes)
+                if messages is None:
+                    call._reader = g.MessageReader(self.limits.max_recv_message_bytes)
+                    messages = call._reader.feed(data)
+            else:
+                messages = call._reader.feed(data)
         except GrpcError as exc:
             self.conn.acknowledge_received_data(sid, len(data))
             self._fail_input(call, exc)
@@ -338,10 +358,9 @@ class _Connection:
         if call._queue is not None:
             call._error = exc
             call._arrived.unpark_all()
-        elif call._started:
-            call._scope.cancel()
-            self._finish_error(call, exc.code, exc.message)
         else:
+            if call._scope is not None:
+                call._scope.cancel()
             self._finish_error(call, exc.code, exc.message)
 
     def _on_reset(self, sid: int) -> None:
@@ -366,25 +385,41 @@ class _Connection:
 
     async def _run_call(self, call: Call, request_raw: bytes | None) -> None:
         method = call._method
-        with trio.CancelScope(deadline=call.deadline) as scope:
-            call._scope = scope
-            if call._done:  # reset before the task started
-                scope.cancel()
+        if call._done:  # reset before the task started
+            return
+        if call.deadline != math.inf and trio.current_time() >= call.deadline:
+            self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
+            return
+        try:
+            if request_raw is None:
+                coro = method.handler(call)
+            else:
+                try:
+                    request = method.request_type.FromString(request_raw)
+                except DecodeError as exc:
+                    raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+                coro = method.handler(request, call)
+            # The first step runs without a cancel scope: most no-op and cached
+            # handlers finish here, and a scope costs as much as the rest of
+            # the call. Only a handler that suspends gets one.
             try:
-                if request_raw is None:
-                    result = await method.handler(call)
-                else:
-                    try:
-                        request = method.request_type.FromString(request_raw)
-                    except DecodeError as exc:
-                        raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
-                    result = await method.handler(request, call)
+                trap = coro.send(None)
+            except StopIteration as stop:
+                self._finish_ok(call, stop.value)
+                return
+            with trio.CancelScope(deadline=call.deadline) as scope:
+                call._scope = scope
+                if call._done:
+                    scope.cancel()
+                result = await _resume(coro, trap)
                 self._finish_ok(call, result)
-            except GrpcError as exc:
-                self._finish_error(call, exc.code, exc.message)
-            except Exception as exc:
-                log.exception("handler of %s failed", call.path)
-                self._finish_error(call, Status.UNKNOWN, str(exc))
+        except GrpcError as exc:
+            self._finish_error(call, exc.code, exc.message)
+            return
+        except Exception as exc:
+            log.exception("handler of %s failed", call.path)
+            self._finish_error(call, Status.UNKNOWN, str(exc))
+            return
         if scope.cancelled_caught and not call._done and not self.conn.closed:
             if trio.current_time() >= call.deadline:
                 self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
@@ -431,6 +466,25 @@ class _Connection:
     def _answer_error(self, sid: int, code: Status, message: str) -> None:
         """Trailers-only answer for a request that never reaches a handler."""
         self.conn.send_headers(sid, g.trailers_only_block(code, message), end_stream=True)
+
+
+@types.coroutine
+def _resume(coro, trap):
+    """`await coro` for a coroutine already started: passes each trap it yields
+    up to trio, and trio's answer (value or exception) back down."""
+    while True:
+        try:
+            value = yield trap
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                trap = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 async def serve_h2(

@@ -189,6 +189,30 @@ def frame_message(payload: bytes) -> bytes:
     return _PREFIX.pack(0, len(payload)) + payload
 
 
+def whole_message(data: bytes, max_message_bytes: int) -> list[bytes] | None:
+    """[message] when data is exactly one whole message, [] when empty, None
+    otherwise (then a MessageReader is needed)."""
+    if len(data) >= 5:
+        flag, length = _PREFIX.unpack_from(data)
+        if length == len(data) - 5:
+            _check_prefix(flag, length, max_message_bytes)
+            return [data[5:]]
+        return None
+    return [] if not data else None
+
+
+def _check_prefix(flag: int, length: int, max_message_bytes: int) -> None:
+    if flag == 1:
+        raise GrpcError(Status.INTERNAL, "grpc: compressed flag set with identity or empty encoding")
+    if flag != 0:
+        raise GrpcError(Status.INTERNAL, f"grpc: received unexpected payload format {flag}")
+    if length > max_message_bytes:
+        raise GrpcError(
+            Status.RESOURCE_EXHAUSTED,
+            f"grpc: received message larger than max ({length} vs. {max_message_bytes})",
+        )
+
+
 class MessageReader:
     """Reassembles length-prefixed messages from DATA payloads.
 
@@ -208,12 +232,6 @@ class MessageReader:
     def feed(self, data: bytes) -> list[bytes]:
         """Complete messages found by adding `data`."""
         buf = self._buf
-        if not buf and len(data) >= 5:
-            # Fast path: data holds exactly one whole message.
-            flag, length = _PREFIX.unpack_from(data)
-            if length == len(data) - 5:
-                self._check(flag, length)
-                return [data[5:]]
         buf += data
         out = []
         while len(buf) >= 5:
@@ -226,15 +244,7 @@ class MessageReader:
         return out
 
     def _check(self, flag: int, length: int) -> None:
-        if flag == 1:
-            raise GrpcError(Status.INTERNAL, "grpc: compressed flag set with identity or empty encoding")
-        if flag != 0:
-            raise GrpcError(Status.INTERNAL, f"grpc: received unexpected payload format {flag}")
-        if length > self.max_message_bytes:
-            raise GrpcError(
-                Status.RESOURCE_EXHAUSTED,
-                f"grpc: received message larger than max ({length} vs. {self.max_message_bytes})",
-            )
+        _check_prefix(flag, length, self.max_message_bytes)
 
 
 # ---------------------------------------------------------------- response headers

@@ -5,7 +5,8 @@ Rules of this module:
   given by the shell) and returns events; what it wants to write accumulates in an
   output buffer the shell drains with `data_to_send()`.
 - Events are plain tuples, first item the kind:
-    (REQUEST, stream_id, headers, end_stream)   headers: list of (name, value) bytes
+    (REQUEST, stream_id, headers, end_stream)   headers: tuple of (name, value) bytes;
+                                                the same object for repeated blocks
     (DATA, stream_id, data, end_stream)         data may be b"" with end_stream
     (RESET, stream_id, error_code)              the stream is gone (peer reset it, or
                                                 we reset it for a stream error)
@@ -31,6 +32,7 @@ import math
 import attrs
 import hpack
 from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hpack.table import HeaderTable
 
 from trietcd.wire import h2_frames as f
 
@@ -47,6 +49,7 @@ KEEPALIVE_PING = b"trietcdK"
 _PING_STRIKES_MAX = 2
 _NO_STREAM_PING_INTERVAL_S = 7200.0
 _RESET_MEMORY = 256  # recently reset stream ids whose late frames we ignore
+_BLOCK_CACHE_MAX = 64
 
 _CONNECTION_HEADERS = frozenset(
     [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"]
@@ -83,6 +86,29 @@ class H2Limits:
         assert 0 < self.stream_window_bytes <= f.MAX_WINDOW_BYTES
         assert f.DEFAULT_WINDOW_BYTES <= self.connection_window_bytes <= f.MAX_WINDOW_BYTES
         assert self.max_concurrent_streams > 0 and self.max_recv_message_bytes > 0
+
+
+class _GenerationTable(HeaderTable):
+    """The HPACK decoder's dynamic table, counting its changes.
+
+    A header block decodes to the same list whenever the table is in the same
+    state, so decoded blocks that did not change the table can be reused while
+    `generation` stays the same: clients repeat identical blocks call after call."""
+
+    generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return HeaderTable.maxsize.fget(self)
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.generation += 1
+        HeaderTable.maxsize.fset(self, value)
 
 
 class Stream:
@@ -132,6 +158,8 @@ class H2Connection:
         self.goaway_sent = False
         self._reader = f.FrameReader(limits.max_frame_bytes)
         self._decoder = hpack.Decoder()
+        self._table = self._decoder.header_table = _GenerationTable()
+        self._block_cache: dict[bytes, tuple] = {}  # block -> (generation, headers, valid)
         self._decoder.max_allowed_table_size = limits.header_table_bytes
         self._decoder.max_header_list_size = limits.max_header_list_bytes
         self._out = bytearray()
@@ -446,12 +474,23 @@ class H2Connection:
         if len(block) > self.limits.max_header_block_bytes:
             raise _ConnectionError(f.ENHANCE_YOUR_CALM, "header block too large")
         # Decode first, whatever happens to the stream, to keep HPACK state in step.
-        try:
-            headers = self._decoder.decode(block, raw=True)
-        except OversizedHeaderListError:
-            raise _ConnectionError(f.ENHANCE_YOUR_CALM, "header list too large") from None
-        except (HPACKError, ValueError, IndexError) as exc:
-            raise _ConnectionError(f.COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        table = self._table
+        cached = self._block_cache.get(block)
+        if cached is not None and cached[0] == table.generation:
+            _, headers, valid = cached
+        else:
+            generation = table.generation
+            try:
+                headers = tuple(self._decoder.decode(block, raw=True))
+            except OversizedHeaderListError:
+                raise _ConnectionError(f.ENHANCE_YOUR_CALM, "header list too large") from None
+            except (HPACKError, ValueError, IndexError) as exc:
+                raise _ConnectionError(f.COMPRESSION_ERROR, f"bad header block: {exc}") from None
+            valid = _valid_request_headers(headers)
+            if table.generation == generation:
+                if len(self._block_cache) >= _BLOCK_CACHE_MAX:
+                    self._block_cache.clear()
+                self._block_cache[block] = (generation, headers, valid)
         end_stream = self._header_end_stream
         if sid % 2 == 0:
             raise _ConnectionError(f.PROTOCOL_ERROR, "even stream id from client")
@@ -471,7 +510,7 @@ class H2Connection:
         if self.goaway_sent or len(self.streams) >= self.limits.max_concurrent_streams:
             self._stream_error(sid, f.REFUSED_STREAM)
             return
-        if not _valid_request_headers(headers):
+        if not valid:
             self._stream_error(sid, f.PROTOCOL_ERROR)
             return
         st = Stream(sid, self._peer_initial_window, self.limits.stream_window_bytes)

@@ -259,18 +259,38 @@ class TreeIndex:
                 return [], 0
         revs: list[Revision] = []
         total = 0
+        want = limit if limit > 0 else len(self._keys)
         for ki in self.visit(key, end):
-            try:
-                rev = ki.get(at_rev)[0]
-            except RevisionNotFound:
-                continue
-            if limit <= 0 or len(revs) < limit:
+            # Fast path: nothing changed the key after at_rev, so its latest
+            # state is the one at at_rev.
+            if at_rev >= ki.modified.main:
+                if not ki.generations[-1].revs:
+                    continue
+                rev = ki.modified
+            else:
+                try:
+                    rev = ki.get(at_rev)[0]
+                except RevisionNotFound:
+                    continue
+            if total < want:
                 revs.append(rev)
             total += 1
         return revs, total
 
     def count_revisions(self, key: bytes, end: bytes | None, at_rev: int) -> int:
-        return self.revisions(key, end, at_rev, 1)[1]
+        if end is None:
+            return self.revisions(key, end, at_rev, 1)[1]
+        total = 0
+        for ki in self.visit(key, end):
+            if at_rev >= ki.modified.main:
+                total += bool(ki.generations[-1].revs)
+            else:
+                try:
+                    ki.get(at_rev)
+                except RevisionNotFound:
+                    continue
+                total += 1
+        return total
 
     def range(self, key: bytes, end: bytes | None, at_rev: int) -> tuple[list[bytes], list[Revision]]:
         if end is None:

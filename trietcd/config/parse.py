@@ -226,6 +226,8 @@ def _from_file(path: str, log: _Log) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
+    except IsADirectoryError:
+        raise _Invalid(f"read {path}: is a directory") from None
     except OSError as exc:
         raise _Invalid(f"open {path}: {_os_error_text(exc)}") from None
     try:
@@ -267,19 +269,29 @@ def _from_file(path: str, log: _Log) -> dict[str, Any]:
         settings["initial_cluster"] = ""
     if settings["initial_cluster_state"] == "":
         settings["initial_cluster_state"] = "new"
-    settings["client_transport_security"] = TLSInfo(**client)
-    settings["peer_transport_security"] = TLSInfo(**peer)
+    # The file names only these TLS settings; etcd copies all of them, so the others stay empty.
+    for prefix, given in (("client_transport_security.", client), ("peer_transport_security.", peer)):
+        for name in ("cert_file", "key_file", "client_cert_file", "client_key_file", "trusted_ca_file"):
+            settings[prefix + name] = given.get(name, "")
+        for name in ("client_cert_auth", "auto_tls"):
+            settings[prefix + name] = given.get(name, False)
     if settings["self_signed_cert_validity"] == 0:
         settings["self_signed_cert_validity"] = 1
-    _validate(settings, log)
+    # etcd validates the file before it keeps the logger built from it: errors here use the bootstrap one.
+    file_log = _Log()
+    file_log.lines = log.lines
+    _validate(settings, file_log)
+    assert file_log.outputs is not None
+    log.configure(file_log.level, file_log.outputs)
 
-    # etcd reads the v2 proxy settings in a second pass, once its logger exists.
-    log.emit("info", "etcdmain/config.go:337",
-             "loaded server configuration, other configuration command line flags and environment variables "
-             "will be ignored if provided", ("path", path))
+    # etcd reads the v2 proxy settings in a second pass.
+    loaded = ("info", "etcdmain/config.go:337",
+              "loaded server configuration, other configuration command line flags and environment variables "
+              "will be ignored if provided", ("path", path))
     try:
         proxy = decode(data, PROXY_SCHEMA, "configProxy", "etcdmain.configProxy")
     except YamlError as exc:
+        log.emit(*loaded)
         raise _Invalid(str(exc)) from None
     for key, valids, what in (("discovery_fallback", ("proxy", "exit"), "discovery-fallback flag"),
                               ("proxy", ("off", "readonly", "on"), "proxyFlag")):
@@ -289,6 +301,7 @@ def _from_file(path: str, log: _Log) -> dict[str, Any]:
                 msg = f"unexpected error setting up {what}: invalid value"
                 raise ConfigError(msg, 1, lines=tuple(log.lines) + (LogLine("fatal", "", msg, style="stdlog"),))
             settings[key] = value
+    log.emit(*loaded)
     settings.update(proxy)
     return settings
 
@@ -297,8 +310,6 @@ def _os_error_text(exc: OSError) -> str:
     import errno
     texts_by_errno = {errno.ENOENT: "no such file or directory", errno.EACCES: "permission denied",
                       errno.EISDIR: "is a directory", errno.ENOTDIR: "not a directory"}
-    if exc.errno == errno.EISDIR:
-        return "read: is a directory"
     return texts_by_errno.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
 
 

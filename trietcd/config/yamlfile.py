@@ -152,7 +152,7 @@ def go_float_literal(f: float) -> str:
 
 # --- JSON-like -> typed fields (encoding/json rules) -----------------------------------------------------
 
-# json name -> (target, Go type). Go types: string bool uint uint64 int int64 time.Duration []string
+# json name -> (target, Go type); time.Duration values come out as float seconds. Go types: string bool uint uint64 int int64 time.Duration []string
 # embed.securityConfig config.V2DeprecationEnum
 CONFIG_SCHEMA: dict[str, tuple[str, str]] = {
     "name": ("name", "string"),
@@ -329,10 +329,11 @@ class _Decoder:
             literal = _number_literal(value)
             signed, bits = _INT_BITS[go_type]
             try:
-                return parse_int(literal, bits) if signed else parse_uint(literal, bits)
+                number = parse_int(literal, bits) if signed else parse_uint(literal, bits)
             except GoError:
                 self.fail("number " + literal, struct, path, go_type)
                 return _SKIP
+            return number / 1e9 if go_type == "time.Duration" else number
         if go_type == "[]string":
             if kind != "array":
                 self.fail(kind, struct, path, go_type)

@@ -194,3 +194,31 @@ def test_compaction_errors():
         s.compact(2)
     with pytest.raises(CompactedError):
         s.compact(1)
+
+
+def test_commit_listeners_see_each_changing_txn():
+    s = KVStore()
+    seen = []
+    s.commit_listeners.append(lambda rev, changes: seen.append((rev, [(c.kv.key, c.deleted) for c in changes])))
+    s.put(b"a", b"1")
+    s.delete_range(b"zz")  # no change, no call
+    with s.write() as txn:
+        txn.put(b"b", b"1")
+        txn.delete_range(b"a")
+    assert seen == [(2, [(b"a", False)]), (3, [(b"b", False), (b"a", True)])]
+
+
+def test_aborted_txn_leaves_no_trace():
+    s = KVStore()
+    s.put(b"a", b"1")
+    s.delete_range(b"a")
+    s.put(b"b", b"1")
+    before = (s.index.describe(), list(s.bucket.items()), s.current_revision)
+    txn = s.write()
+    txn.put(b"a", b"2")  # recreates a deleted key
+    txn.put(b"c", b"1")  # creates a new key
+    txn.delete_range(b"b")
+    txn.put(b"b", b"3")
+    txn.abort()
+    assert (s.index.describe(), list(s.bucket.items()), s.current_revision) == before
+    assert s.put(b"c", b"x") == (5, None)

@@ -24,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import attrs
@@ -136,6 +136,9 @@ class KVStore:
         self.current_revision = 1  # invariant: >= every main revision in the index
         self.compact_revision = -1  # -1: never compacted; invariant: <= current_revision
         self._txn_open = False
+        # Called as listener(revision, changes) after each write transaction
+        # that changed something (watch hub, lessor).
+        self.commit_listeners: list[Callable[[int, list[Change]], None]] = []
 
     # ---- transactions
 
@@ -319,7 +322,9 @@ class WriteTxn:
             return
         self._ended = True
         store = self._store
+        store._txn_open = False
         if self.changes:
             store.current_revision += 1
             assert store.current_revision == self.begin_rev + 1
-        store._txn_open = False
+            for listener in store.commit_listeners:
+                listener(store.current_revision, self.changes)

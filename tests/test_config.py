@@ -606,3 +606,15 @@ def test_render_line_formats():
     configured = attrs.evolve(line, style="configured")
     ts_text = json.loads(render_line(configured, 0.0))["ts"]
     assert len(ts_text) == len("1970-01-01T00:00:00.000Z") or ts_text[-5] in "+-"
+
+
+def test_detect_default_host(tmp_path):
+    from trietcd.config import detect_default_host
+
+    table = tmp_path / "route"
+    header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+    table.write_text(header + "lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n")
+    assert detect_default_host(str(table)) is None
+    table.write_text(header + "lo\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n")
+    assert detect_default_host(str(table)) == "127.0.0.1"
+    assert detect_default_host(str(tmp_path / "missing")) is None

@@ -15,6 +15,7 @@ import sys
 import trio
 
 from trietcd import config as config_mod
+from trietcd.config.host import detect_default_host
 from trietcd.log import logger
 
 __all__ = ["main", "serve"]
@@ -33,14 +34,22 @@ _GO_SIGNAL_NAMES = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminated"}
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        config = config_mod.parse(argv, os.environ)
+        config = config_mod.parse(
+            argv, os.environ, argv0=sys.argv[0], default_host=detect_default_host()
+        )
     except config_mod.ConfigError as exc:
         sys.stderr.write(exc.render())
         sys.stderr.flush()
         sys.exit(exc.exit_code)
     logger.set_level(config.log_level)
+    logger.set_output(_log_output(config.log_outputs))
+    now = _now()
     for line in config.log:
-        sys.stderr.write(config_mod.render_line(line, _now()))
+        text = config_mod.render_line(line, now)
+        for name in line.outputs:
+            out = _log_output((name,))
+            out.write(text)
+            out.flush()
     try:
         trio.run(serve, config)
     except KeyboardInterrupt:
@@ -49,6 +58,21 @@ def main(argv: list[str] | None = None) -> None:
         # A listener that cannot bind: etcd logs it as fatal and exits 1.
         logger.log("fatal", "discovery failed", caller="etcdmain/etcd.go", error=str(exc))
         sys.exit(1)
+
+
+def _log_output(outputs):
+    # etcd's --log-outputs: "default" and "stderr" are stderr; a path is a file.
+    name = outputs[0] if outputs else "default"
+    if name in ("default", "stderr"):
+        return sys.stderr
+    if name == "stdout":
+        return sys.stdout
+    return _open_log_file(name)
+
+
+@functools.cache
+def _open_log_file(path: str):
+    return open(path, "a", buffering=1)
 
 
 def _now() -> float:

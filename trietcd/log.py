@@ -32,6 +32,9 @@ class Logger:
         self.level = level
         self._threshold = LEVELS[level]
 
+    def set_output(self, out: TextIO) -> None:
+        self._out = out
+
     def log(self, level: str, msg: str, caller: str = "", **fields: Any) -> None:
         if LEVELS[level] < self._threshold:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 from proto.etcdserverpb import rpc_pb2
 from proto.v3electionpb import v3election_pb2
 from proto.v3lockpb import v3lock_pb2
+from trietcd.server.errors import ServerError
 from trietcd.wire import Registry
 
 __all__ = ["build_registry"]
@@ -20,7 +21,9 @@ def build_registry(server) -> Registry:
     from trietcd.api.kv import KVService
     from trietcd.api.maintenance import MaintenanceService
 
-    kv = KVService(server.store, server.header, max_txn_ops=server.config.max_txn_ops)
+    kv = KVService(
+        server.store, server.header, max_txn_ops=server.config.max_txn_ops, propose=_proposer(server)
+    )
     services = {
         "KV": kv.handlers(),
         "Watch": {},
@@ -35,3 +38,15 @@ def build_registry(server) -> Registry:
     registry.add_service(v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], {})
     registry.add_service(v3election_pb2.DESCRIPTOR.services_by_name["Election"], {})
     return registry
+
+
+def _proposer(server):
+    from trietcd.api import errors
+
+    def propose(field: str, request) -> None:
+        try:
+            server.propose(field, request)
+        except ServerError as exc:
+            raise errors.to_grpc_error(exc) from None
+
+    return propose

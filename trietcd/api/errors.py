@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trietcd import mvcc
+from trietcd.server import errors as server_errors
 from trietcd.wire.grpc_call import GrpcError, Status
 
 
@@ -129,6 +130,7 @@ _FROM_LAYER: dict[type[Exception], type[EtcdGrpcError]] = {
     mvcc.FutureRevError: ErrGRPCFutureRev,
     mvcc.KeyNotFoundError: ErrGRPCKeyNotFound,
     mvcc.LeaseNotFoundError: ErrGRPCLeaseNotFound,
+    server_errors.RequestTooLargeError: ErrGRPCRequestTooLarge,
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from proto.etcdserverpb import rpc_pb2
 from trietcd.api import errors
 from trietcd.mvcc import KVStore, MvccError
-from trietcd.mvcc.apply import Applier
+from trietcd.mvcc.apply import Applier, is_txn_readonly
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd's --max-txn-ops default
 
@@ -32,8 +32,13 @@ class KVService:
         *,
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
         lease_exists: Callable[[int], bool] | None = None,
+        propose: Callable[[str, object], None] | None = None,
     ) -> None:
         self._store = store
+        # Called with (InternalRaftRequest field, request) before each write is
+        # applied: the member refuses oversized requests there and counts the
+        # raft entry the write takes.
+        self._propose = propose or _no_proposal
         self._header = header
         self._max_txn_ops = max_txn_ops
         self._applier = Applier(store, lease_exists)
@@ -79,15 +84,21 @@ class KVService:
         return self._applier.range(request)
 
     async def _apply_put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        self._propose("put", request)
         return self._applier.put(request)
 
     async def _apply_delete_range(self, request: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        self._propose("delete_range", request)
         return self._applier.delete_range(request)
 
     async def _apply_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        # A read-only txn is served like a range, without a raft entry.
+        if not is_txn_readonly(request):
+            self._propose("txn", request)
         return self._applier.txn(request)
 
     async def _apply_compaction(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        self._propose("compaction", request)
         return self._applier.compaction(request)
 
     # ---- helpers
@@ -103,6 +114,10 @@ class KVService:
         rev = resp.header.revision or self._store.current_revision
         resp.header.CopyFrom(self._header(rev))
         return resp
+
+
+def _no_proposal(field: str, request: object) -> None:
+    pass
 
 
 # ---- request validation (etcd's checkXxxRequest), before anything is applied

@@ -22,6 +22,7 @@ import trietcd
 from trietcd.log import Logger, logger as default_logger
 from trietcd.mvcc import KVStore
 from trietcd.server.alarms import AlarmStore
+from trietcd.server.errors import RequestTooLargeError
 from trietcd.server.membership import Membership
 
 __all__ = ["Member", "BOOTSTRAP_RAFT_INDEX", "BOOTSTRAP_RAFT_TERM"]
@@ -50,6 +51,8 @@ class Member:
         # Invariant: applied_index <= raft_index.
         self.raft_index = BOOTSTRAP_RAFT_INDEX
         self.applied_index = BOOTSTRAP_RAFT_INDEX
+        # etcd's request IDs: member ID's low 16 bits on top, a counter below.
+        self._request_id = (self.id & 0xFFFF) << 48
         self._listeners_scope: trio.CancelScope | None = None
         self._member_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
@@ -80,8 +83,22 @@ class Member:
 
     # --- writes ---------------------------------------------------------
 
-    def committed(self) -> None:
-        """Records one applied write: a single member commits it at once."""
+    def propose(self, field: str, request) -> None:
+        """Takes one write into the log as etcd's processInternalRaftRequest does.
+
+        The request travels as an InternalRaftRequest with a fresh request ID;
+        one larger than --max-request-bytes is refused before it reaches the
+        log. A single member commits the entry at once.
+        """
+        from proto.etcdserverpb import raft_internal_pb2
+
+        self._request_id += 1
+        entry = raft_internal_pb2.InternalRaftRequest(
+            header=raft_internal_pb2.RequestHeader(ID=self._request_id)
+        )
+        getattr(entry, field).CopyFrom(request)
+        if entry.ByteSize() > self.config.max_request_bytes:
+            raise RequestTooLargeError()
         self.raft_index += 1
         self.applied_index = self.raft_index
         assert self.applied_index <= self.raft_index

@@ -484,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         path.write_bytes(files[rel])
         init = path.parent / "__init__.py"
         if rel.endswith(".py") and not init.exists():
-            init.write_text("")
+            # A new package: list its surface like the others do.
+            init.write_text(f'"""etcd\'s {init.parent.name} protobuf package (generated modules)."""\n\n__all__ = []\n')
     for rel in stale:
         print(f"wrote: {rel}" if rel in files else f"removed: {rel}")
     return 0

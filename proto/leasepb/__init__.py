@@ -1,0 +1,3 @@
+"""etcd's leasepb protobuf package (generated modules)."""
+
+__all__ = ["lease_pb2"]

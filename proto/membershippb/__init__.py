@@ -1,0 +1,3 @@
+"""etcd's membershippb protobuf package (generated modules)."""
+
+__all__ = ["membership_pb2"]

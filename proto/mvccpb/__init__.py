@@ -1,0 +1,3 @@
+"""etcd's mvccpb protobuf package (generated modules)."""
+
+__all__ = ["kv_pb2"]

@@ -1,0 +1,3 @@
+"""etcd's raftpb protobuf package (generated modules)."""
+
+__all__ = ["raft_pb2"]

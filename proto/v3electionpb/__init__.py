@@ -1,0 +1,3 @@
+"""etcd's v3electionpb protobuf package (generated modules)."""
+
+__all__ = ["v3election_pb2"]

@@ -1,0 +1,3 @@
+"""etcd's v3lockpb protobuf package (generated modules)."""
+
+__all__ = ["v3lock_pb2"]

@@ -1,0 +1,3 @@
+"""etcd's walpb protobuf package (generated modules)."""
+
+__all__ = ["record_pb2"]

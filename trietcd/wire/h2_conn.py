@@ -203,10 +203,13 @@ class H2Connection:
                 if not data:
                     return events
             self._reader.feed(data)
-            for ftype, flags, sid, payload in self._reader.frames():
-                self._receive_frame(ftype, flags, sid, payload, now)
-                if self.closed:
-                    break
+            frames = self._reader.frames()
+            while frames:
+                for ftype, flags, sid, payload in frames:
+                    self._receive_frame(ftype, flags, sid, payload, now)
+                    if self.closed:
+                        return events
+                frames = self._reader.frames()
         except f.FrameError as exc:
             if exc.stream_id:
                 self._stream_error(exc.stream_id, exc.error_code)

@@ -107,7 +107,8 @@ class FrameReader:
         return out
 
     def frames(self) -> list[tuple[int, int, int, bytes]]:
-        """All complete frames buffered so far, in order."""
+        """All complete frames buffered so far, in order. An oversized frame
+        raises once the frames before it have been returned."""
         buf = self._buf
         size = len(buf)
         pos = 0
@@ -118,6 +119,8 @@ class FrameReader:
             hi, lo, ftype, flags, sid = unpack(buf, pos)
             length = (hi << 8) | lo
             if length > limit:
+                if out:
+                    break  # frames before the bad one first; it raises next time
                 del buf[:pos]
                 raise _conn_error(FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds {limit}")
             end = pos + 9 + length

@@ -12,6 +12,8 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
+import hyperframe.frame as hf
 import pytest
 import trio
 import trio.testing
@@ -434,7 +436,18 @@ async def test_initial_bytes_from_a_sniffer():
         nursery.cancel_scope.cancel()
 
 
+def _raw_frames(data: bytes) -> list:
+    frames = []
+    while data:
+        frame, length = hf.Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
 async def test_graceful_shutdown_lets_in_flight_calls_finish(autojump_clock):
+    # h2 refuses frames after GOAWAY, so this client reads raw frames.
     connections = ConnectionSet()
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
@@ -445,11 +458,19 @@ async def test_graceful_shutdown_lets_in_flight_calls_finish(autojump_clock):
         await c.send_message(sid, Msg(text="slow", n=1), end_stream=True)
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(connections.shutdown, 5.0)
-        r = await c.wait(sid)
-        assert messages_of(r) == [Msg(text="slow", n=2)] and status_of(r) == (0, "")
-        while not c.eof:
-            await c.receive()
+        data = b""
+        while chunk := await client_stream.receive_some(65536):
+            data += chunk
         assert trio.current_time() == pytest.approx(1.0)
+    frames = _raw_frames(data)
+    kinds = [type(x).__name__ for x in frames]
+    assert kinds.index("GoAwayFrame") < kinds.index("DataFrame")
+    (payload,) = [x.data for x in frames if isinstance(x, hf.DataFrame)]
+    assert Msg.FromString(payload[5:]) == Msg(text="slow", n=2)
+    trailers = [x for x in frames if isinstance(x, hf.HeadersFrame)][-1]
+    assert "END_STREAM" in trailers.flags
+    assert hpack.Decoder().decode(trailers.data, raw=True) == [(b"grpc-status", b"0")]
+    assert len(connections) == 0
 
 
 async def test_graceful_shutdown_cancels_calls_after_the_grace_period(autojump_clock):

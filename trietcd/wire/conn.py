@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import types
 
 import trio
 from google.protobuf.message import DecodeError
@@ -390,36 +389,23 @@ class _Connection:
         if call.deadline != math.inf and trio.current_time() >= call.deadline:
             self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
             return
-        try:
-            if request_raw is None:
-                coro = method.handler(call)
-            else:
-                try:
-                    request = method.request_type.FromString(request_raw)
-                except DecodeError as exc:
-                    raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
-                coro = method.handler(request, call)
-            # The first step runs without a cancel scope: most no-op and cached
-            # handlers finish here, and a scope costs as much as the rest of
-            # the call. Only a handler that suspends gets one.
+        with trio.CancelScope(deadline=call.deadline) as scope:
+            call._scope = scope
             try:
-                trap = coro.send(None)
-            except StopIteration as stop:
-                self._finish_ok(call, stop.value)
-                return
-            with trio.CancelScope(deadline=call.deadline) as scope:
-                call._scope = scope
-                if call._done:
-                    scope.cancel()
-                result = await _resume(coro, trap)
+                if request_raw is None:
+                    result = await method.handler(call)
+                else:
+                    try:
+                        request = method.request_type.FromString(request_raw)
+                    except DecodeError as exc:
+                        raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+                    result = await method.handler(request, call)
                 self._finish_ok(call, result)
-        except GrpcError as exc:
-            self._finish_error(call, exc.code, exc.message)
-            return
-        except Exception as exc:
-            log.exception("handler of %s failed", call.path)
-            self._finish_error(call, Status.UNKNOWN, str(exc))
-            return
+            except GrpcError as exc:
+                self._finish_error(call, exc.code, exc.message)
+            except Exception as exc:
+                log.exception("handler of %s failed", call.path)
+                self._finish_error(call, Status.UNKNOWN, str(exc))
         if scope.cancelled_caught and not call._done and not self.conn.closed:
             if trio.current_time() >= call.deadline:
                 self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
@@ -466,25 +452,6 @@ class _Connection:
     def _answer_error(self, sid: int, code: Status, message: str) -> None:
         """Trailers-only answer for a request that never reaches a handler."""
         self.conn.send_headers(sid, g.trailers_only_block(code, message), end_stream=True)
-
-
-@types.coroutine
-def _resume(coro, trap):
-    """`await coro` for a coroutine already started: passes each trap it yields
-    up to trio, and trio's answer (value or exception) back down."""
-    while True:
-        try:
-            value = yield trap
-        except BaseException as exc:
-            try:
-                trap = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                trap = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
 
 
 async def serve_h2(

@@ -16,6 +16,7 @@ import collections
 import logging
 import math
 
+import outcome
 import trio
 from google.protobuf.message import DecodeError
 
@@ -29,6 +30,7 @@ log = logging.getLogger("trietcd.wire")
 
 _READ_BYTES = 65536
 _FINAL_FLUSH_S = 1.0
+_IDLE_WORKERS_MAX = 64  # idle call tasks a connection keeps for reuse
 
 
 class Call:
@@ -153,6 +155,7 @@ class _Connection:
         self._closing = False
         self._shutting_down = False
         self._calls_nursery: trio.Nursery | None = None
+        self._idle_workers: list = []  # call tasks waiting for their next call
         self._read_scope = trio.CancelScope()
         self._last_headers = None  # the request head of the last header list, reused
         self._last_head = None
@@ -309,7 +312,7 @@ class _Connection:
             call._queue = collections.deque()
             call._arrived = trio.lowlevel.ParkingLot()
             call._started = True
-            self._calls_nursery.start_soon(self._run_call, call, None)
+            self._start_call(call, None)
         if end_stream:
             self._on_data(sid, b"", True)
 
@@ -349,7 +352,7 @@ class _Connection:
         self.conn.acknowledge_received_data(call._stream_id, n)
         if messages and not call._started:
             call._started = True
-            self._calls_nursery.start_soon(self._run_call, call, messages[0])
+            self._start_call(call, messages[0])
         elif end_stream and not call._started:
             self._finish_error(call, Status.INTERNAL, "grpc: error while receiving request: EOF")
 
@@ -382,44 +385,91 @@ class _Connection:
 
     # -------------------------------------------------------- calls
 
+    def _start_call(self, call: Call, request_raw: bytes | None) -> None:
+        """Runs the call in an idle call task, or a new one. Reusing a task
+        costs a reschedule where spawning one costs several times that; each
+        running call still has a task of its own, child of the connection."""
+        if self._idle_workers:
+            trio.lowlevel.reschedule(self._idle_workers.pop(), outcome.Value((call, request_raw)))
+        else:
+            self._calls_nursery.start_soon(self._call_task, call, request_raw)
+
+    async def _call_task(self, call: Call, request_raw: bytes | None) -> None:
+        # A call task runs one call at a time, so one cancel scope serves all its
+        # calls: `call._scope` is set only while the call runs, cancelling it
+        # cancels exactly that call, and a cancelled scope is replaced. Entering
+        # a scope per call would cost as much as the rest of a no-op call.
+        task = trio.lowlevel.current_task()
+        idle = self._idle_workers
+
+        def abort(_raise_cancel):
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            with trio.CancelScope() as scope:
+                while True:
+                    call._scope = scope
+                    if scope.deadline != call.deadline:
+                        scope.deadline = call.deadline
+                    await self._run_call(call, request_raw)
+                    call._scope = None
+                    if scope.cancel_called:
+                        break
+                    if scope.deadline != math.inf:
+                        scope.deadline = math.inf
+                    if len(idle) >= _IDLE_WORKERS_MAX:
+                        return
+                    idle.append(task)
+                    call, request_raw = await trio.lowlevel.wait_task_rescheduled(abort)
+            call._scope = None
+            if scope.cancelled_caught:
+                self._call_cancelled(call)
+            if len(idle) >= _IDLE_WORKERS_MAX:
+                return
+            idle.append(task)
+            call, request_raw = await trio.lowlevel.wait_task_rescheduled(abort)
+
     async def _run_call(self, call: Call, request_raw: bytes | None) -> None:
-        method = call._method
-        if call._done:  # reset before the task started
+        """Runs the handler and answers; trio.Cancelled passes through."""
+        if call._done:  # reset before the task got to it
             return
         if call.deadline != math.inf and trio.current_time() >= call.deadline:
             self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
             return
-        with trio.CancelScope(deadline=call.deadline) as scope:
-            call._scope = scope
-            try:
-                if request_raw is None:
-                    result = await method.handler(call)
-                else:
-                    try:
-                        request = method.request_type.FromString(request_raw)
-                    except DecodeError as exc:
-                        raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
-                    result = await method.handler(request, call)
-                self._finish_ok(call, result)
-            except GrpcError as exc:
-                self._finish_error(call, exc.code, exc.message)
-            except Exception as exc:
-                log.exception("handler of %s failed", call.path)
-                self._finish_error(call, Status.UNKNOWN, str(exc))
-        if scope.cancelled_caught and not call._done and not self.conn.closed:
-            if trio.current_time() >= call.deadline:
-                self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
+        method = call._method
+        try:
+            if request_raw is None:
+                result = await method.handler(call)
             else:
-                call._done = True
-                self._forget(call)
-                self.conn.reset_stream(call._stream_id, f.CANCEL)
-                self.wake_writer()
+                try:
+                    request = method.request_type.FromString(request_raw)
+                except DecodeError as exc:
+                    raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+                result = await method.handler(request, call)
+            self._finish_ok(call, result)
+        except GrpcError as exc:
+            self._finish_error(call, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("handler of %s failed", call.path)
+            self._finish_error(call, Status.UNKNOWN, str(exc))
+
+    def _call_cancelled(self, call: Call) -> None:
+        if call._done or self.conn.closed:
+            return
+        if trio.current_time() >= call.deadline:
+            self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
+        else:
+            call._done = True
+            self._forget(call)
+            self.conn.reset_stream(call._stream_id, f.CANCEL)
+            self.wake_writer()
 
     def _finish_ok(self, call: Call, result) -> None:
         if call._done:
             return
         method = call._method
-        trailers = g.trailers_block(Status.OK, "", call._trailing)
+        trailers = g.OK_TRAILERS if call._trailing is None else g.trailers_block(Status.OK, "", call._trailing)
         sid = call._stream_id
         conn = self.conn
         if method.server_streaming:

@@ -221,9 +221,11 @@ class _Connection:
         try:
             while True:
                 await self._want_write.wait()
-                # One more scheduling round lets the call tasks woken with us
-                # finish first, so their output leaves in this same send_all.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self.calls:
+                    # One more scheduling round lets the call tasks woken with
+                    # us finish first, so their output leaves in this same
+                    # send_all. Without calls in flight it would only add latency.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 self._want_write = trio.Event()
                 self._write_pending = False
                 data = conn.data_to_send()
@@ -231,7 +233,7 @@ class _Connection:
                     with trio.move_on_after(self.limits.send_stall_timeout_s) as scope:
                         await self.stream.send_all(data)
                     if scope.cancelled_caught:
-                        log.info("h2 connection from %s: peer stopped reading", self.peer)
+                        log.debug("h2 connection from %s: peer stopped reading", self.peer)
                         self._read_scope.cancel()
                         return
                     self.send_space.unpark_all()
@@ -280,7 +282,7 @@ class _Connection:
             elif kind == hc.GOAWAY_RECEIVED:
                 pass  # the client finishes its calls, then closes
             elif kind == hc.CLOSED:
-                log.info("h2 connection from %s closed: %s", self.peer, ev[2])
+                log.debug("h2 connection from %s closed: %s", self.peer, ev[2])
                 self._read_scope.cancel()
                 self.wake_writer()
 

@@ -49,7 +49,8 @@ KEEPALIVE_PING = b"trietcdK"
 _PING_STRIKES_MAX = 2
 _NO_STREAM_PING_INTERVAL_S = 7200.0
 _RESET_MEMORY = 256  # recently reset stream ids whose late frames we ignore
-_BLOCK_CACHE_MAX = 64
+_BLOCK_CACHE_MAX = 64  # entries; with _BLOCK_CACHE_BLOCK_MAX, at most 64 KiB per connection
+_BLOCK_CACHE_BLOCK_MAX = 1024
 
 _CONNECTION_HEADERS = frozenset(
     [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"]
@@ -490,7 +491,7 @@ class H2Connection:
             except (HPACKError, ValueError, IndexError) as exc:
                 raise _ConnectionError(f.COMPRESSION_ERROR, f"bad header block: {exc}") from None
             valid = _valid_request_headers(headers)
-            if table.generation == generation:
+            if table.generation == generation and len(block) <= _BLOCK_CACHE_BLOCK_MAX:
                 if len(self._block_cache) >= _BLOCK_CACHE_MAX:
                     self._block_cache.clear()
                 self._block_cache[block] = (generation, headers, valid)

@@ -27,6 +27,7 @@ LIMITS = hc.H2Limits(
     max_header_block_bytes=4096,
     stream_window_bytes=4096,
     connection_window_bytes=65535,
+    max_pending_output_bytes=8192,
     max_control_output_bytes=8192,
     max_resets_per_window=16,
 )
@@ -61,7 +62,9 @@ def _connection(data: bytes) -> None:
             elif ev[0] == hc.DATA:
                 conn.acknowledge_received_data(ev[1], len(ev[2]))
         assert len(conn.streams) <= LIMITS.max_concurrent_streams
-        assert conn.pending_output_bytes() <= LIMITS.max_control_output_bytes + 65536
+        # Control replies stop at the limits; responses are bounded by the input.
+        bound = LIMITS.max_pending_output_bytes + LIMITS.max_control_output_bytes + 64 * len(chunk)
+        assert conn.pending_output_bytes() <= bound
         conn.tick(now)
         conn.data_to_send()
         if conn.closed:

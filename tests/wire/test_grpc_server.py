@@ -395,6 +395,49 @@ async def test_slow_reader_backpressure_is_bounded(autojump_clock):
         assert trio.current_time() == pytest.approx(30.0)
 
 
+async def test_peer_that_sends_but_never_reads(autojump_clock):
+    # Lockstep streams: the server's send_all waits for a reader that never
+    # comes. The server must stop reading too (bounded output), then give up
+    # after the stall timeout.
+    limits = H2Limits(max_pending_output_bytes=4096, send_stall_timeout_s=30.0)
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    done = trio.Event()
+    sent = 0
+
+    async def serve():
+        await serve_h2(server_stream, echo_registry(Recorder()), limits)
+        done.set()
+
+    async def flood(client):
+        nonlocal sent
+        with contextlib.suppress(trio.BrokenResourceError):  # once the server gives up
+            for i in range(2000):
+                sid = 1 + 2 * i
+                client.conn.send_headers(sid, [(":path", "/trietcdtest.Echo/Unary")] + REQUEST_HEADERS)
+                client.conn.send_data(sid, g.frame_message(Msg(n=i).SerializeToString()), end_stream=True)
+                await client.flush()
+                sent += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        c = H2Client(client_stream)
+        c.conn.initiate_connection()
+        nursery.start_soon(flood, c)
+        await trio.testing.wait_all_tasks_blocked()
+        assert 0 < sent < 2000  # the server stopped reading
+        with trio.move_on_after(31):
+            await done.wait()
+        assert done.is_set()
+        assert trio.current_time() == pytest.approx(30.0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_connection_is_closed(autojump_clock):
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    await serve_h2(server_stream, echo_registry(Recorder()), H2Limits(handshake_timeout_s=10.0))
+    assert trio.current_time() == pytest.approx(10.0)
+
+
 async def test_connection_close_cancels_handlers():
     rec = Recorder()
     client_stream, server_stream = trio.testing.memory_stream_pair()

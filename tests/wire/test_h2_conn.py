@@ -433,8 +433,8 @@ def test_pings_reset_by_our_data_are_fine():
 
 
 def test_settings_flood_from_a_peer_that_does_not_read():
-    p = Pair(H2Limits(max_control_output_bytes=1000))
-    for _ in range(200):  # nobody drains the output
+    p = Pair(H2Limits(max_pending_output_bytes=1000, max_control_output_bytes=1000))
+    for _ in range(300):  # nobody drains the output
         p.raw(f.encode_settings([]))
     assert p.server.closed
     assert p.server.close_reason == "peer does not read its control frames"

@@ -207,7 +207,13 @@ class _Connection:
 
     async def _read_loop(self) -> None:
         receive_some = self.stream.receive_some
-        while not self.conn.closed:
+        conn = self.conn
+        limit = self.limits.max_pending_output_bytes
+        while not conn.closed:
+            # A peer that sends but does not read stops being read: the output
+            # it provokes stays bounded (and the stall timeout ends it).
+            while conn.pending_output_bytes() > limit and not conn.closed:
+                await self.send_space.park()
             try:
                 data = await receive_some(_READ_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -72,7 +72,7 @@ class H2Limits:
     connection_window_bytes: int = 8 * 1024 * 1024
     stream_send_buffer_bytes: int = 256 * 1024  # queued DATA before senders wait
     max_pending_output_bytes: int = 4 * 1024 * 1024  # unsent output before senders wait
-    max_control_output_bytes: int = 1024 * 1024  # unsent output that makes control replies fatal
+    max_control_output_bytes: int = 1024 * 1024  # beyond max_pending_output_bytes: control replies fatal
     keepalive_min_time_s: float = 5.0
     keepalive_permit_without_stream: bool = False
     keepalive_interval_s: float = 7200.0
@@ -619,7 +619,8 @@ class H2Connection:
     def _queue_control(self, frame: bytes) -> None:
         # Replies the peer provokes (ACKs, resets) must not pile up when it does
         # not read: that is a flood.
-        if len(self._out) > self.limits.max_control_output_bytes:
+        lim = self.limits
+        if len(self._out) > lim.max_pending_output_bytes + lim.max_control_output_bytes:
             raise _ConnectionError(f.ENHANCE_YOUR_CALM, "peer does not read its control frames")
         self._out += frame
 

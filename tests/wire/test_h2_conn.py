@@ -533,3 +533,27 @@ def test_dynamic_table_changes_invalidate_cached_blocks():
     else:
         assert 7 not in got
         assert [x.stream_id for x in p.server_frames() if isinstance(x, hf.RstStreamFrame)] == [7]
+
+
+def test_oversized_frame_is_a_frame_size_error():
+    p = Pair()
+    p.server.data_to_send()
+    p.raw(f.frame_header(f.DATA, 0, 1, 16385) + b"x" * 100)
+    assert p.server.closed
+    assert _goaway(p.server_frames()).error_code == f.FRAME_SIZE_ERROR
+
+
+def test_settings_initial_window_change_applies_to_open_streams():
+    p = Pair()
+    p.raw(f.encode_settings([(f.SETTINGS_INITIAL_WINDOW_SIZE, 5)]))
+    p.raw(f.frame(f.HEADERS, f.FLAG_END_HEADERS | f.FLAG_END_STREAM, 1, hpack.Encoder().encode(REQUEST)))
+    p.server.data_to_send()
+    p.server.send_headers(1, b"\x88")
+    p.server.send_data(1, b"0123456789")
+    assert p.server.stream_pending_bytes(1) == 5
+    p.raw(f.encode_settings([(f.SETTINGS_INITIAL_WINDOW_SIZE, 10)]))
+    assert p.server.stream_pending_bytes(1) == 0
+    data = [x.data for x in p.server_frames() if isinstance(x, hf.DataFrame)]
+    assert data == [b"01234", b"56789"]
+    p.raw(f.encode_settings([(f.SETTINGS_INITIAL_WINDOW_SIZE, 2**31 - 1)]))
+    assert not p.server.closed

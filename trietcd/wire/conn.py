@@ -30,7 +30,7 @@ log = logging.getLogger("trietcd.wire")
 
 _READ_BYTES = 65536
 _FINAL_FLUSH_S = 1.0
-_IDLE_WORKERS_MAX = 64  # idle call tasks a connection keeps for reuse
+_IDLE_WORKERS_MAX = 16  # idle call tasks a connection keeps for reuse (memory per connection)
 
 
 class Call:

@@ -472,9 +472,10 @@ def test_zero_window_reader_stalls_out():
     p.exchange()
     p.server.send_headers(1, b"\x88")
     p.server.send_data(1, b"x" * 100)
-    assert p.server.next_deadline() == 60.0
-    assert p.server.tick(59.0) == []
-    events = p.server.tick(60.0)
+    p.server.observe_time(5.0)  # the shell reports when it saw the output wait
+    assert p.server.next_deadline() == 65.0
+    assert p.server.tick(64.0) == []
+    events = p.server.tick(65.0)
     assert events[-1][:2] == (hc.CLOSED, f.ENHANCE_YOUR_CALM)
 
 
@@ -557,3 +558,17 @@ def test_settings_initial_window_change_applies_to_open_streams():
     assert data == [b"01234", b"56789"]
     p.raw(f.encode_settings([(f.SETTINGS_INITIAL_WINDOW_SIZE, 2**31 - 1)]))
     assert not p.server.closed
+
+
+def test_stall_clock_stops_when_the_blocked_stream_goes_away():
+    p = Pair(H2Limits(send_stall_timeout_s=60.0, keepalive_interval_s=1e6))
+    p.raw(f.encode_settings([(f.SETTINGS_INITIAL_WINDOW_SIZE, 0)]))
+    p.raw(f.frame(f.HEADERS, f.FLAG_END_HEADERS | f.FLAG_END_STREAM, 1, hpack.Encoder().encode(REQUEST)))
+    p.server.send_headers(1, b"\x88")
+    p.server.send_data(1, b"x" * 100)
+    p.server.observe_time(1.0)
+    assert p.server.next_deadline() == 61.0
+    p.now = 2.0
+    p.raw(f.encode_rst_stream(1, f.CANCEL))
+    assert p.server.next_deadline() == 1e6 + 2.0
+    assert p.server.tick(61.0) == [] and not p.server.closed

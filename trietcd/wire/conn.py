@@ -235,6 +235,9 @@ class _Connection:
                 self._want_write = trio.Event()
                 self._write_pending = False
                 data = conn.data_to_send()
+                if conn.output_blocked:
+                    conn.observe_time(trio.current_time())
+                    self._lower_timer_deadline()
                 if data:
                     with trio.move_on_after(self.limits.send_stall_timeout_s) as scope:
                         await self.stream.send_all(data)
@@ -268,9 +271,12 @@ class _Connection:
         self._handle(conn.receive_data(data, trio.current_time()))
         if conn.pending_output_bytes():
             self.wake_writer()
+        self._lower_timer_deadline()
+
+    def _lower_timer_deadline(self) -> None:
         scope = self._timer_scope
         if scope is not None:
-            deadline = conn.next_deadline()
+            deadline = self.conn.next_deadline()
             if deadline < scope.deadline:
                 scope.deadline = deadline
 

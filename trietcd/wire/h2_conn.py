@@ -218,6 +218,7 @@ class H2Connection:
                 self._connection_error(exc.error_code, exc.message)
         except _ConnectionError as exc:
             self._connection_error(exc.code, exc.reason)
+        self.observe_time(now)
         return events
 
     def tick(self, now: float) -> list:
@@ -226,6 +227,7 @@ class H2Connection:
         if self.closed:
             return events
         lim = self.limits
+        self.observe_time(now)
         if not self._settings_seen and now - self._created_at >= lim.handshake_timeout_s:
             self._connection_error(f.PROTOCOL_ERROR, "handshake timeout")
         elif self._ping_sent_at is not None and now - self._ping_sent_at >= lim.keepalive_timeout_s:
@@ -236,6 +238,18 @@ class H2Connection:
             self._ping_sent_at = now
             self._out += f.encode_ping(KEEPALIVE_PING, ack=False)
         return events
+
+    @property
+    def output_blocked(self) -> bool:
+        """Some stream has DATA waiting for flow-control window."""
+        return bool(self._blocked)
+
+    def observe_time(self, now: float) -> None:
+        """Starts (or stops) the stall clock for output waiting for window."""
+        if not self._blocked:
+            self._stalled_since = None
+        elif self._stalled_since is None:
+            self._stalled_since = now
 
     def next_deadline(self) -> float:
         """The earliest time `tick` has something to do."""
@@ -248,7 +262,7 @@ class H2Connection:
             deadline = self._ping_sent_at + lim.keepalive_timeout_s
         else:
             deadline = self._last_read_at + lim.keepalive_interval_s
-        if self._stalled_since is not None:
+        if self._stalled_since is not None and self._blocked:
             deadline = min(deadline, self._stalled_since + lim.send_stall_timeout_s)
         return deadline
 
@@ -636,10 +650,7 @@ class H2Connection:
         while out_data:
             n = min(len(out_data), st.send_window, self._send_window, self._peer_max_frame)
             if n <= 0:
-                if st.stream_id not in self._blocked:
-                    self._blocked[st.stream_id] = None
-                    if self._stalled_since is None:
-                        self._stalled_since = self._last_read_at
+                self._blocked[st.stream_id] = None  # the stall clock starts at observe_time
                 return
             self._out += f.frame_header(f.DATA, 0, st.stream_id, n)
             self._out += out_data[:n]

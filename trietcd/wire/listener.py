@@ -1,0 +1,344 @@
+"""Client-port listener: accept, sniff, and hand each connection to HTTP/2 (gRPC) or HTTP/1.1.
+
+One task per connection; every connection task catches and logs its own failure, so a bad
+client never takes the listener down. Per connection:
+
+1. Read until `sniff.classify` decides, within `sniff_timeout_s` (silent clients are dropped).
+2. On a secure listener (an `ssl_context` is given) a TLS ClientHello starts TLS; the ALPN
+   choice then decides ("h2" -> HTTP/2, "http/1.1" -> HTTP/1.1, none -> sniff again inside).
+   Plain HTTP/1 on a secure listener gets Go's "Client sent an HTTP request to an HTTPS
+   server." answer; anything else is closed.
+3. The HTTP/2 preface goes to `connections.serve_h2` (when a registry is given), an HTTP/1.x
+   request line to `serve_http1` (when an HTTP app is given); garbage is closed.
+
+URLs follow etcd: `http://host:port`, `https://host:port`, and `unix://path` / `unixs://path`
+where the socket path is everything after "//" (so etcd's `unix://localhost:2379` is the file
+"localhost:2379" in the working directory). A stale socket file is removed before binding and
+the file is removed again when the listener stops, as etcd's unix listener does.
+"""
+
+import email.utils
+import logging
+import math
+import os
+import socket as _stdlib_socket
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator
+
+import trio
+
+from trietcd.wire import http1, sniff
+from trietcd.wire.grpc_call import Registry
+from trietcd.wire.h2_conn import H2Limits
+
+__all__ = ["serve_url", "serve_http1", "PrefixedStream", "parse_url", "HTTPS_PLAINTEXT_ANSWER"]
+
+log = logging.getLogger("trietcd.wire.listener")
+
+HTTPS_PLAINTEXT_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+# HTTP/1.1 keep-alive connections with no request in flight are closed after this long.
+IDLE_TIMEOUT_S = 300.0
+# Once a request's first byte arrived, its head and body must be complete within this.
+REQUEST_TIMEOUT_S = 60.0
+# Bytes of pipelined requests read (and held) while a streamed response is being sent.
+PIPELINE_BUFFER_BYTES_MAX = 64 * 1024
+
+
+class PrefixedStream(trio.abc.HalfCloseableStream):
+    """A stream that first yields `prefix` (bytes already read by the sniffer), then the rest of
+    `inner`."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes):
+        self.inner = inner
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            await trio.lowlevel.checkpoint()
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def parse_url(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host-or-socket-path, port) of a listen URL."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("unix", "unixs"):
+        path = parts.netloc + parts.path
+        if not path:
+            raise ValueError(f"unix socket URL without a path: {url!r}")
+        return scheme, path, None
+    if scheme not in ("http", "https"):
+        raise ValueError(f"URL scheme must be http, https, unix, or unixs: {url}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid port in URL {url!r}") from None
+    if port is None:
+        raise ValueError(f"missing port in address {url!r}")
+    return scheme, parts.hostname or "", port
+
+
+async def serve_url(
+    url: str,
+    *,
+    registry: Registry | None,
+    http_app: http1.HttpApp | None,
+    h2_limits: H2Limits,
+    ssl_context: ssl.SSLContext | None,
+    connections,
+    sniff_timeout_s: float = 10.0,
+    http1_limits: http1.Limits = http1.Limits(),
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `url` until cancelled; `task_status.started` gets the bound address:
+    (host, port) for TCP, the socket path for unix URLs."""
+    scheme, host, port = parse_url(url)
+    if scheme in ("https", "unixs") and ssl_context is None:
+        raise ValueError(f"{url}: a TLS certificate is needed for {scheme}")
+    if scheme in ("http", "unix"):
+        # etcd ignores key and cert files for a plain http:// URL.
+        ssl_context = None
+    if port is None:
+        listeners = [_open_unix_listener(host)]
+        address = host
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        address = listeners[0].socket.getsockname()[:2]
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        peer = _peer_of(stream)
+        try:
+            await _serve_connection(
+                stream,
+                peer=peer,
+                registry=registry,
+                http_app=http_app,
+                h2_limits=h2_limits,
+                ssl_context=ssl_context,
+                connections=connections,
+                sniff_timeout_s=sniff_timeout_s,
+                http1_limits=http1_limits,
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("connection from %s broke: %s", peer, exc)
+        except Exception:
+            log.exception("connection from %s failed", peer)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, handle, listeners)
+            task_status.started(address)
+    finally:
+        if port is None:
+            _remove_socket_file(host)
+
+
+def _open_unix_listener(path: str) -> trio.SocketListener:
+    _remove_socket_file(path)
+    sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_REUSEADDR, 1)
+        # Binding a unix socket does not block on the network; do it synchronously.
+        sock._sock.bind(path)
+        sock.listen(_stdlib_socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+def _remove_socket_file(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _peer_of(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return ""
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return ""
+    if sock.family == _stdlib_socket.AF_INET:
+        return f"ipv4:{name[0]}:{name[1]}"
+    if sock.family == _stdlib_socket.AF_INET6:
+        return f"ipv6:[{name[0]}]:{name[1]}"
+    return f"unix:{name}" if name else "unix:"
+
+
+async def _sniff(stream: trio.abc.Stream, timeout_s: float) -> tuple[sniff.Kind, bytes]:
+    """Read until the protocol is known; (GARBAGE, data) on silence, EOF or nonsense."""
+    data = b""
+    with trio.move_on_after(timeout_s):
+        while True:
+            kind = sniff.classify(data)
+            if kind != sniff.Kind.NEED_MORE:
+                return kind, data
+            chunk = await stream.receive_some(sniff.SNIFF_MAX_BYTES)
+            if not chunk:
+                return sniff.Kind.GARBAGE, data
+            data += chunk
+    return sniff.Kind.GARBAGE, data
+
+
+async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_context, connections,
+                            sniff_timeout_s, http1_limits) -> None:
+    kind, data = await _sniff(stream, sniff_timeout_s)
+    if ssl_context is not None:
+        if kind == sniff.Kind.HTTP1:
+            await stream.send_all(HTTPS_PLAINTEXT_ANSWER)
+            return
+        if kind != sniff.Kind.TLS:
+            return
+        tls_stream = trio.SSLStream(PrefixedStream(stream, data), ssl_context, server_side=True)
+        handshake_done = False
+        with trio.move_on_after(sniff_timeout_s):
+            try:
+                await tls_stream.do_handshake()
+                handshake_done = True
+            except trio.BrokenResourceError as exc:
+                log.debug("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
+        if not handshake_done:
+            return
+        alpn = tls_stream.selected_alpn_protocol()
+        stream = tls_stream
+        if alpn == "h2":
+            kind, data = sniff.Kind.H2, b""
+        elif alpn == "http/1.1":
+            kind, data = sniff.Kind.HTTP1, b""
+        else:
+            kind, data = await _sniff(stream, sniff_timeout_s)
+    if kind == sniff.Kind.H2 and registry is not None:
+        await connections.serve_h2(stream, registry, h2_limits, initial_bytes=data, peer=peer)
+    elif kind == sniff.Kind.HTTP1 and http_app is not None:
+        await serve_http1(stream, http_app, http1_limits, initial_bytes=data, peer=peer)
+
+
+def _http_date() -> str:
+    return email.utils.formatdate(usegmt=True)
+
+
+async def serve_http1(
+    stream: trio.abc.Stream,
+    app: http1.HttpApp,
+    limits: http1.Limits = http1.Limits(),
+    *,
+    initial_bytes: bytes = b"",
+    peer: str = "",
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> None:
+    """Serve HTTP/1.1 requests on `stream` until the peer or the protocol closes it."""
+    conn = http1.ServerConnection(limits, peer=peer)
+    if initial_bytes:
+        conn.receive_data(initial_bytes)
+    request_deadline = math.inf
+    while True:
+        try:
+            event = conn.next_event()
+        except http1.HttpError as err:
+            await stream.send_all(http1.error_response(err))
+            return
+        if event is http1.NEED_DATA:
+            if conn.buffered_bytes == 0 and conn.state == "idle":
+                deadline = trio.current_time() + idle_timeout_s
+                request_deadline = math.inf
+            else:
+                if request_deadline == math.inf:
+                    request_deadline = trio.current_time() + request_timeout_s
+                deadline = request_deadline
+            with trio.move_on_at(deadline):
+                conn.receive_data(await _receive(stream))
+                continue
+            return  # slow or silent client
+        if event is http1.CONTINUE:
+            await stream.send_all(http1.CONTINUE_BYTES)
+            continue
+        if event is http1.CLOSED:
+            return
+        request_deadline = math.inf
+        response = await _call_app(app, event)
+        if not await _send_response(stream, conn, event, response):
+            return
+        if not conn.keep_alive:
+            return
+
+
+async def _receive(stream: trio.abc.Stream) -> bytes:
+    try:
+        return await stream.receive_some(65536)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return b""
+
+
+async def _call_app(app: http1.HttpApp, request: http1.Request) -> http1.Response:
+    try:
+        return await app(request)
+    except Exception:
+        log.exception("HTTP handler failed for %s %s", request.method, request.target)
+        return http1.Response(500, (("Content-Type", "text/plain; charset=utf-8"),), b"Internal Server Error\n")
+
+
+async def _send_response(stream, conn: http1.ServerConnection, request: http1.Request,
+                         response: http1.Response) -> bool:
+    """Write `response`; False when the connection must be dropped (peer gone mid-stream)."""
+    head = conn.send_response(response, date=_http_date())
+    await stream.send_all(head)
+    if isinstance(response.body, (bytes, bytearray)):
+        return True
+    body: AsyncIterator[bytes] = response.body
+    peer_gone = False
+    try:
+        if request.method != "HEAD":
+            async with trio.open_nursery() as nursery:
+                async def watch_peer() -> None:
+                    # Keep reading while streaming, so a client that goes away ends the stream
+                    # (and pipelined bytes are kept, up to a bound).
+                    nonlocal peer_gone
+                    while conn.buffered_bytes < PIPELINE_BUFFER_BYTES_MAX:
+                        data = await _receive(stream)
+                        if not data:
+                            peer_gone = True
+                            nursery.cancel_scope.cancel()
+                            return
+                        conn.receive_data(data)
+                    await trio.sleep_forever()
+
+                nursery.start_soon(watch_peer)
+                async for chunk in body:
+                    out = conn.send_body(chunk)
+                    if out:
+                        await stream.send_all(out)
+                nursery.cancel_scope.cancel()
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
+    if peer_gone:
+        conn.close()
+        return False
+    await stream.send_all(conn.end_response())
+    return True
+

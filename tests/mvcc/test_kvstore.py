@@ -222,3 +222,17 @@ def test_aborted_txn_leaves_no_trace():
     txn.abort()
     assert (s.index.describe(), list(s.bucket.items()), s.current_revision) == before
     assert s.put(b"c", b"x") == (5, None)
+
+
+def test_size_follows_stored_revisions_through_compaction():
+    from trietcd.mvcc import KVStore
+
+    store = KVStore()
+    assert store.size_bytes() == 0
+    store.put(b"k", b"v" * 100)
+    one = store.size_bytes()
+    assert one > 100
+    rev, _ = store.put(b"k", b"w" * 100)
+    assert store.size_bytes() == 2 * one
+    store.compact(rev)
+    assert store.size_bytes() == one

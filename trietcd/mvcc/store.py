@@ -69,6 +69,7 @@ class KeyBucket(Protocol):
     def get(self, rev: Revision) -> KeyValue: ...
     def delete(self, rev: Revision) -> None: ...
     def revisions_upto(self, main: int) -> list[Revision]: ...
+    def size_bytes(self) -> int: ...
     def __len__(self) -> int: ...
 
 
@@ -77,9 +78,13 @@ class MemoryKeyBucket:
         self._rows: dict[Revision, tuple[KeyValue, bool]] = {}
         self._order: list[Revision] = []  # ascending; rows are only appended in order
         self._deleted = 0  # entries of _order whose row is gone
+        self._size_bytes = 0  # what the rows would take as bucket entries
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def size_bytes(self) -> int:
+        return self._size_bytes
 
     def put(self, rev: Revision, kv: KeyValue, tombstone: bool) -> None:
         order = self._order
@@ -88,6 +93,7 @@ class MemoryKeyBucket:
             self._deleted -= 1
         assert not order or rev > order[-1], rev
         self._rows[rev] = (kv, tombstone)
+        self._size_bytes += _row_bytes(kv)
         self._order.append(rev)
 
     def get(self, rev: Revision) -> KeyValue:
@@ -97,7 +103,8 @@ class MemoryKeyBucket:
         return self._rows[rev]
 
     def delete(self, rev: Revision) -> None:
-        del self._rows[rev]
+        kv, _ = self._rows.pop(rev)
+        self._size_bytes -= _row_bytes(kv)
         self._deleted += 1
         if self._deleted > len(self._rows):
             self._order = [r for r in self._order if r in self._rows]
@@ -117,6 +124,12 @@ class MemoryKeyBucket:
             row = self._rows.get(rev)
             if row is not None:
                 yield rev, row[0], row[1]
+
+
+def _row_bytes(kv: KeyValue) -> int:
+    # A bbolt leaf element (16 bytes), the 17-byte revision key, and the
+    # marshalled KeyValue (key, value and four varints, about 24 bytes).
+    return 16 + 17 + 24 + len(kv.key) + len(kv.value)
 
 
 def index_end(range_end: bytes) -> bytes | None:
@@ -176,6 +189,10 @@ class KVStore:
             prev = txn.range(key, range_end).kvs
             _, rev = txn.delete_range(key, range_end)
         return rev, prev
+
+    def size_bytes(self) -> int:
+        """Bytes the stored revisions would take in the backend's key bucket."""
+        return self.bucket.size_bytes()
 
     def compact(self, rev: int) -> set[Revision]:
         """Compact history up to rev: keeps, per key, its latest row at rev if the

@@ -33,4 +33,5 @@ class ClusterService:
         # A linearizable list waits for the applied index to reach a read
         # index; a single member that applies synchronously is always there.
         members = [member_pb(m) for m in self._server.membership.sorted_members()]
-        return rpc_pb2.MemberListResponse(header=self._server.header(), members=members)
+        # etcd's cluster service fills no revision into its headers.
+        return rpc_pb2.MemberListResponse(header=self._server.header(revision=0), members=members)

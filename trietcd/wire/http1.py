@@ -9,19 +9,22 @@ Rules of this module:
   line length. A violation raises `HttpError` carrying the status to answer with; the caller
   sends `error_response(err)` and closes.
 - Bodies: Content-Length or `Transfer-Encoding: chunked` (which wins over Content-Length, as in
-  Go's net/http). A response with an async-iterator body uses chunked encoding on HTTP/1.1 and
-  is delimited by closing the connection on HTTP/1.0.
+  Go's net/http). A response with a streamed body (async iterator or `StreamingBody`) uses
+  chunked encoding on HTTP/1.1 and is delimited by closing the connection on HTTP/1.0.
 - Persistence: HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 closes unless
   `Connection: keep-alive`.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import attrs
 
 __all__ = [
     "Request",
     "Response",
+    "StreamingBody",
+    "BodyWriter",
     "HttpApp",
     "Limits",
     "HttpError",
@@ -52,11 +55,31 @@ class Request:
         return default
 
 
+class BodyWriter(Protocol):
+    """What a `StreamingBody` writes with (provided by the connection shell)."""
+
+    def set_head(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
+        """Replace the response's status and headers; only before the first `write`."""
+
+    async def write(self, data: bytes) -> None:
+        """Send `data` as body bytes (the head goes out before the first write)."""
+
+
+@attrs.frozen
+class StreamingBody:
+    """A body produced by a coroutine run in the connection's task: `await run(writer)`.
+    Framed like an async-iterator body (chunked on HTTP/1.1). Unlike an async generator, `run`
+    may open nurseries and cancel scopes freely; if it has not written when it decides the
+    request failed, it may still change the status with `writer.set_head`."""
+
+    run: Callable[[BodyWriter], Awaitable[None]]
+
+
 @attrs.frozen
 class Response:
     status: int
     headers: tuple[tuple[str, str], ...] = ()
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncIterator[bytes] | StreamingBody = b""
 
 
 HttpApp = Callable[[Request], Awaitable[Response]]

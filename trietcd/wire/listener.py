@@ -303,11 +303,10 @@ async def _call_app(app: http1.HttpApp, request: http1.Request) -> http1.Respons
 async def _send_response(stream, conn: http1.ServerConnection, request: http1.Request,
                          response: http1.Response) -> bool:
     """Write `response`; False when the connection must be dropped (peer gone mid-stream)."""
-    head = conn.send_response(response, date=_http_date())
-    await stream.send_all(head)
     if isinstance(response.body, (bytes, bytearray)):
+        await stream.send_all(conn.send_response(response, date=_http_date()))
         return True
-    body: AsyncIterator[bytes] = response.body
+    writer = _Writer(stream, conn, response)
     peer_gone = False
     try:
         if request.method != "HEAD":
@@ -326,19 +325,43 @@ async def _send_response(stream, conn: http1.ServerConnection, request: http1.Re
                     await trio.sleep_forever()
 
                 nursery.start_soon(watch_peer)
-                async for chunk in body:
-                    out = conn.send_body(chunk)
-                    if out:
-                        await stream.send_all(out)
+                if isinstance(response.body, http1.StreamingBody):
+                    await response.body.run(writer)
+                else:
+                    async for chunk in response.body:
+                        await writer.write(chunk)
                 nursery.cancel_scope.cancel()
     finally:
-        aclose = getattr(body, "aclose", None)
+        aclose = getattr(response.body, "aclose", None)
         if aclose is not None:
             with trio.CancelScope(shield=True):
                 await aclose()
     if peer_gone:
         conn.close()
         return False
+    await writer.write(b"")  # the head, if nothing was written
     await stream.send_all(conn.end_response())
     return True
 
+
+class _Writer:
+    """`http1.BodyWriter` of one streamed response: the head goes out with the first write."""
+
+    def __init__(self, stream, conn: http1.ServerConnection, response: http1.Response):
+        self._stream = stream
+        self._conn = conn
+        self._response = response
+        self._head_sent = False
+
+    def set_head(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
+        assert not self._head_sent, "the head is already sent"
+        self._response = http1.Response(status, headers, self._response.body)
+
+    async def write(self, data: bytes) -> None:
+        out = b""
+        if not self._head_sent:
+            self._head_sent = True
+            out = self._conn.send_response(self._response, date=_http_date())
+        out += self._conn.send_body(data)
+        if out:
+            await self._stream.send_all(out)

@@ -29,7 +29,7 @@ def test_render_counters_gauges_sorted_with_escaping():
     g = reg.gauge("alpha", "First family.")
     g.set(3)
     g.inc(0.5)
-    reg.gauge("unused", "Families without samples are omitted.", ["x"])
+    reg.gauge("unused", "Labelled families without samples are omitted.", ["x"])
     assert reg.render().decode() == (
         "# HELP alpha First family.\n"
         "# TYPE alpha gauge\n"
@@ -65,6 +65,15 @@ def test_labelled_histogram_puts_le_last():
     h.labels("a").observe(2)
     assert 'h_bucket{type="a",le="1"} 0' in reg.render().decode()
     assert 'h_sum{type="a"} 2' in reg.render().decode()
+
+
+def test_unlabelled_metrics_start_at_zero():
+    reg = Registry()
+    reg.counter("c_total", "c.")
+    reg.histogram("h", "h.", buckets=[1])
+    assert reg.render().decode() == (
+        "# HELP c_total c.\n# TYPE c_total counter\nc_total 0\n"
+        '# HELP h h.\n# TYPE h histogram\nh_bucket{le="1"} 0\nh_bucket{le="+Inf"} 0\nh_sum 0\nh_count 0\n')
 
 
 def test_gauge_function_and_misuse():

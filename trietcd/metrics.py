@@ -77,6 +77,8 @@ class _Family:
         self.help = help
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], object] = {}
+        if not self.labelnames:
+            self.labels()  # an unlabelled metric is exported from the start, at zero
 
     def labels(self, *values: str):
         assert len(values) == len(self.labelnames), (self.name, values)
@@ -190,11 +192,11 @@ class Histogram(_Family):
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = (),
                  buckets: Sequence[float] = DEFAULT_BUCKETS):
-        super().__init__(name, help, labelnames)
-        assert "le" not in self.labelnames
+        assert "le" not in labelnames
         bounds = [float(b) for b in buckets if not math.isinf(b)]
         assert bounds == sorted(set(bounds)) and bounds, "buckets must increase"
         self.buckets = tuple(bounds)
+        super().__init__(name, help, labelnames)
 
     def _new_child(self):
         return _HistogramChild(self.buckets)

@@ -1,0 +1,140 @@
+"""The HTTP/1.1 side of etcd 3.5.1's client port: /health, /version, /metrics and the /v3/ JSON
+gateway, routed the way etcd's handler chain does it:
+
+- every response carries the CORS headers for the allowed origin ("*" by default);
+- OPTIONS answers 200 with an empty body, for any path;
+- `/v3beta/...` becomes `/v3/...`;
+- Go's ServeMux rules: an unclean path (`//health`, `/v3/../health`) is redirected (301) to its
+  clean form, `/v3` to `/v3/`; unknown paths get "404 page not found";
+- /health and /version answer only GET (405 with `Allow: GET` otherwise); /metrics any method.
+
+Header names are written sorted, as Go's net/http writes a handler's headers.
+"""
+
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
+
+from trietcd import metrics as metrics_mod
+from trietcd.api.gateway import go_json_string
+from trietcd.wire.http1 import HttpApp, Request, Response, split_target
+
+__all__ = ["http_app", "clean_path", "HealthCheck"]
+
+# health(query) -> (healthy, reason); query holds the URL's parameters (e.g. {"exclude": ["NOSPACE"]}).
+HealthCheck = Callable[[dict[str, list[str]]], Awaitable[tuple[bool, str]]]
+
+_TEXT = "text/plain; charset=utf-8"
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+
+
+def clean_path(path: str) -> str:
+    """Go's net/http cleanPath: rooted, no empty/"."/".." elements, trailing slash kept."""
+    if not path:
+        return "/"
+    if path[0] != "/":
+        path = "/" + path
+    parts: list[str] = []
+    for element in path.split("/"):
+        if element in ("", "."):
+            continue
+        if element == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(element)
+    cleaned = "/" + "/".join(parts)
+    if path.endswith("/") and cleaned != "/":
+        cleaned += "/"
+    return cleaned
+
+
+def _go_error(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    # http.Error: the text plus a newline, as plain text that must not be sniffed.
+    return Response(status, extra + (("Content-Type", _TEXT), _NOSNIFF), (text + "\n").encode())
+
+
+def _redirect(request: Request, location: str) -> Response:
+    if request.method in ("GET", "HEAD"):
+        body = f'<a href="{_html_escape(location)}">Moved Permanently</a>.\n'.encode()
+        return Response(301, (("Content-Type", "text/html; charset=utf-8"), ("Location", location)), body)
+    return Response(301, (("Location", location),), b"")
+
+
+def _html_escape(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&#34;").replace("'", "&#39;"))
+
+
+def http_app(
+    *,
+    gateway: HttpApp | None,
+    health: HealthCheck,
+    version: Callable[[], dict],
+    metrics: metrics_mod.Registry,
+    cors: Iterable[str] = ("*",),
+) -> HttpApp:
+    allowed_origins = frozenset(cors)
+    health_success = metrics.get("etcd_server_health_success") or metrics.counter(
+        "etcd_server_health_success", "The total number of successful health checks")
+    health_failures = metrics.get("etcd_server_health_failures") or metrics.counter(
+        "etcd_server_health_failures", "The total number of failed health checks")
+
+    def cors_headers(request: Request) -> tuple[tuple[str, str], ...]:
+        if not allowed_origins or "*" in allowed_origins:
+            origin = "*"
+        else:
+            origin = request.header("origin")
+            if origin not in allowed_origins:
+                return ()
+        return (
+            ("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE"),
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Headers", "accept, content-type, authorization"),
+        )
+
+    async def serve_health(request: Request, query: str) -> Response:
+        if request.method != "GET":
+            return _go_error(405, "Method Not Allowed", (("Allow", "GET"),))
+        healthy, reason = await health(urllib.parse.parse_qs(query, keep_blank_values=True))
+        (health_success if healthy else health_failures).inc()
+        body = '{"health":"%s","reason":%s}' % ("true" if healthy else "false", go_json_string(reason))
+        if not healthy:
+            return _go_error(503, body)
+        return Response(200, (("Content-Type", _TEXT),), body.encode())
+
+    def serve_version(request: Request) -> Response:
+        if request.method != "GET":
+            return _go_error(405, "Method Not Allowed", (("Allow", "GET"),))
+        body = json.dumps(version(), separators=(",", ":")).encode()
+        return Response(200, (("Content-Type", "application/json"),), body)
+
+    async def route(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(200, (), b"")
+        path, query = split_target(request.target)
+        path = urllib.parse.unquote(path)
+        if path.startswith("/v3beta/"):
+            path = "/v3/" + path[len("/v3beta/"):]
+            request = Request(request.method, path + (f"?{query}" if query else ""), request.headers,
+                              request.body, request.peer)
+        if path != "*" and clean_path(path) != path:
+            return _redirect(request, clean_path(path) + (f"?{query}" if query else ""))
+        if path == "/health":
+            return await serve_health(request, query)
+        if path == "/version":
+            return serve_version(request)
+        if path == "/metrics":
+            return Response(200, (("Content-Type", metrics_mod.CONTENT_TYPE),), metrics.render())
+        if path == "/v3" and gateway is not None:
+            return _redirect(request, "/v3/" + (f"?{query}" if query else ""))
+        if path.startswith("/v3/") and gateway is not None:
+            return await gateway(request)
+        return _go_error(404, "404 page not found")
+
+    async def app(request: Request) -> Response:
+        response = await route(request)
+        headers = sorted(cors_headers(request) + response.headers, key=lambda h: h[0].lower())
+        return Response(response.status, tuple(headers), response.body)
+
+    return app

@@ -3,6 +3,9 @@
 from trietcd.wire.grpc_call import GrpcError, Method, Registry, Status
 from trietcd.wire.h2_conn import H2Limits
 from trietcd.wire.conn import Call, ConnectionSet, serve_h2
+from trietcd.wire.http1 import BodyWriter, HttpApp, Request, Response, StreamingBody
+from trietcd.wire.listener import serve_http1, serve_url
+from trietcd.wire.tls import server_context
 
 __all__ = [
     "Call",
@@ -13,4 +16,12 @@ __all__ = [
     "Registry",
     "Status",
     "serve_h2",
+    "BodyWriter",
+    "HttpApp",
+    "Request",
+    "Response",
+    "StreamingBody",
+    "serve_http1",
+    "serve_url",
+    "server_context",
 ]

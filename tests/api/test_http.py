@@ -110,7 +110,7 @@ async def test_not_found_bytes(address, path):
                                             ("/v3/./kv/range?x=1", "/v3/kv/range?x=1")])
 async def test_redirects_like_go_servemux(address, path, location):
     out = await fetch(address, get(path))
-    body = f'<a href="{location}">Moved Permanently</a>.\n'.encode()
+    body = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
     assert out == (b"HTTP/1.1 301 Moved Permanently\r\n" + CORS + b"Content-Type: text/html; charset=utf-8\r\n"
                    b"Location: " + location.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
                    b"\r\nConnection: close\r\n\r\n" + body)

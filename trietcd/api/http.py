@@ -56,7 +56,8 @@ def _go_error(status: int, text: str, extra: tuple[tuple[str, str], ...] = ()) -
 
 def _redirect(request: Request, location: str) -> Response:
     if request.method in ("GET", "HEAD"):
-        body = f'<a href="{_html_escape(location)}">Moved Permanently</a>.\n'.encode()
+        # Go's http.Redirect body, printed with Fprintln (hence the second newline).
+        body = f'<a href="{_html_escape(location)}">Moved Permanently</a>.\n\n'.encode()
         return Response(301, (("Content-Type", "text/html; charset=utf-8"), ("Location", location)), body)
     return Response(301, (("Location", location),), b"")
 

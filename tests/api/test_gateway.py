@@ -366,3 +366,18 @@ def test_oneof_zero_value_is_written():
     # A set oneof member is written even when it holds the zero value.
     compare = rpc_pb2.Compare(key=b"k", version=0)
     assert message_to_json(compare) == '{"key":"aw==","version":"0"}'
+
+
+async def test_request_size_limit_like_grpc(etcd):
+    registry = Registry()
+    registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name["KV"], {"Put": etcd.Put})
+    app = gateway_app(registry, max_recv_message_bytes=2097152)
+    import base64
+
+    body = '{"key":"Zm9v","value":"' + base64.b64encode(b"x" * 2_200_000).decode() + '"}'
+    response = await app(post("/v3/kv/put", body))
+    assert (response.status, response.headers) == (429, JSON)
+    assert response.body == (b'{"error":"grpc: received message larger than max (2200010 vs. 2097152)","code":8,'
+                             b'"message":"grpc: received message larger than max (2200010 vs. 2097152)"}')
+    ok = await app(post("/v3/kv/put", '{"key":"Zm9v","value":"' + base64.b64encode(b"x" * 2_000_000).decode() + '"}'))
+    assert ok.status == 200

@@ -114,3 +114,10 @@ def test_process_metrics_are_plausible():
 
 def test_content_type():
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_default_registry_is_shared_and_has_process_metrics():
+    from trietcd.metrics import default_registry
+
+    assert default_registry() is default_registry()
+    assert b"process_open_fds " in default_registry().render()

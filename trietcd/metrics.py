@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "CONTENT_TYPE",
     "format_float",
+    "default_registry",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -252,6 +253,18 @@ class Registry:
             lines.append(f"# TYPE {name} {family.kind}")
             lines.extend(samples)
         return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry (with the process collector), like client_golang's default
+    registerer: what a process serves on /metrics and where its features add their metrics."""
+    global _default
+    if _default is None:
+        _default = Registry(process=True)
+    return _default
 
 
 # -- process collector (Linux /proc) --------------------------------------------------------

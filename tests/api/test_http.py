@@ -160,3 +160,22 @@ def test_clean_path():
     assert clean_path("/..") == "/"
     assert clean_path("/v3/") == "/v3/"
     assert clean_path("a") == "/a"
+
+
+async def test_metrics_listener_app():
+    from trietcd.api.http import metrics_app
+
+    async def health(query):
+        return True, ""
+
+    registry = Registry()
+    app = metrics_app(health=health, metrics=registry)
+    ok = await app(Request("GET", "/health", (), b"", ""))
+    assert (ok.status, ok.headers, ok.body) == (200, (("Content-Type", "text/plain; charset=utf-8"),),
+                                                b'{"health":"true","reason":""}')
+    assert (await app(Request("GET", "/metrics", (), b"", ""))).body.startswith(b"# HELP etcd_server_health_failures")
+    for method, path, status in [("GET", "/version", 404), ("POST", "/v3/kv/range", 404), ("OPTIONS", "/health", 405),
+                                 ("POST", "/health", 405), ("GET", "//health", 301)]:
+        response = await app(Request(method, path, (), b"", ""))
+        assert response.status == status, (method, path)
+        assert not any(name.startswith("Access-Control") for name, _ in response.headers)

@@ -19,7 +19,7 @@ from trietcd import metrics as metrics_mod
 from trietcd.api.gateway import go_json_string
 from trietcd.wire.http1 import HttpApp, Request, Response, split_target
 
-__all__ = ["http_app", "clean_path", "HealthCheck"]
+__all__ = ["http_app", "metrics_app", "clean_path", "HealthCheck"]
 
 # health(query) -> (healthy, reason); query holds the URL's parameters (e.g. {"exclude": ["NOSPACE"]}).
 HealthCheck = Callable[[dict[str, list[str]]], Awaitable[tuple[bool, str]]]
@@ -67,6 +67,51 @@ def _html_escape(text: str) -> str:
             .replace('"', "&#34;").replace("'", "&#39;"))
 
 
+def _health_handler(health: HealthCheck, metrics: metrics_mod.Registry):
+    success = metrics.get("etcd_server_health_success") or metrics.counter(
+        "etcd_server_health_success", "The total number of successful health checks")
+    failures = metrics.get("etcd_server_health_failures") or metrics.counter(
+        "etcd_server_health_failures", "The total number of failed health checks")
+
+    async def serve_health(request: Request, query: str) -> Response:
+        if request.method != "GET":
+            return _go_error(405, "Method Not Allowed", (("Allow", "GET"),))
+        healthy, reason = await health(urllib.parse.parse_qs(query, keep_blank_values=True))
+        (success if healthy else failures).inc()
+        body = '{"health":"%s","reason":%s}' % ("true" if healthy else "false", go_json_string(reason))
+        if not healthy:
+            return _go_error(503, body)
+        return Response(200, (("Content-Type", _TEXT),), body.encode())
+
+    return serve_health
+
+
+def _sorted_headers(response: Response, extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    headers = sorted(extra + response.headers, key=lambda h: h[0].lower())
+    return Response(response.status, tuple(headers), response.body)
+
+
+def metrics_app(*, health: HealthCheck, metrics: metrics_mod.Registry) -> HttpApp:
+    """What etcd serves on --listen-metrics-urls: /metrics and /health only, without CORS."""
+    serve_health = _health_handler(health, metrics)
+
+    async def route(request: Request) -> Response:
+        path, query = split_target(request.target)
+        path = urllib.parse.unquote(path)
+        if path != "*" and clean_path(path) != path:
+            return _redirect(request, clean_path(path) + (f"?{query}" if query else ""))
+        if path == "/health":
+            return await serve_health(request, query)
+        if path == "/metrics":
+            return Response(200, (("Content-Type", metrics_mod.CONTENT_TYPE),), metrics.render())
+        return _go_error(404, "404 page not found")
+
+    async def app(request: Request) -> Response:
+        return _sorted_headers(await route(request))
+
+    return app
+
+
 def http_app(
     *,
     gateway: HttpApp | None,
@@ -76,10 +121,7 @@ def http_app(
     cors: Iterable[str] = ("*",),
 ) -> HttpApp:
     allowed_origins = frozenset(cors)
-    health_success = metrics.get("etcd_server_health_success") or metrics.counter(
-        "etcd_server_health_success", "The total number of successful health checks")
-    health_failures = metrics.get("etcd_server_health_failures") or metrics.counter(
-        "etcd_server_health_failures", "The total number of failed health checks")
+    serve_health = _health_handler(health, metrics)
 
     def cors_headers(request: Request) -> tuple[tuple[str, str], ...]:
         if not allowed_origins or "*" in allowed_origins:
@@ -93,16 +135,6 @@ def http_app(
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Headers", "accept, content-type, authorization"),
         )
-
-    async def serve_health(request: Request, query: str) -> Response:
-        if request.method != "GET":
-            return _go_error(405, "Method Not Allowed", (("Allow", "GET"),))
-        healthy, reason = await health(urllib.parse.parse_qs(query, keep_blank_values=True))
-        (health_success if healthy else health_failures).inc()
-        body = '{"health":"%s","reason":%s}' % ("true" if healthy else "false", go_json_string(reason))
-        if not healthy:
-            return _go_error(503, body)
-        return Response(200, (("Content-Type", _TEXT),), body.encode())
 
     def serve_version(request: Request) -> Response:
         if request.method != "GET":
@@ -134,8 +166,6 @@ def http_app(
         return _go_error(404, "404 page not found")
 
     async def app(request: Request) -> Response:
-        response = await route(request)
-        headers = sorted(cors_headers(request) + response.headers, key=lambda h: h[0].lower())
-        return Response(response.status, tuple(headers), response.body)
+        return _sorted_headers(await route(request), cors_headers(request))
 
     return app

@@ -364,3 +364,44 @@ async def test_https_without_context_is_refused():
     with pytest.raises(ValueError):
         await serve_url("https://127.0.0.1:0", registry=None, http_app=echo_app, h2_limits=H2Limits(),
                         ssl_context=None, connections=ConnectionSet())
+
+
+@pytest.fixture(scope="module")
+def ca_files(tmp_path_factory):
+    """A CA with a server certificate (localhost) and a client certificate signed by it."""
+    d = tmp_path_factory.mktemp("ca")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
+    for name, ext in [("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")]:
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext")
+    return {name: str(d / name) for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+async def https_get(address, ctx) -> bytes:
+    stream = trio.SSLStream(await trio.open_tcp_stream(*address), ctx, server_hostname="localhost")
+    async with stream:
+        await stream.send_all(b"GET /cert HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return await read_all(stream)
+
+
+async def test_client_certificate_auth(nursery, ca_files):
+    server = server_context(ca_files["server.crt"], ca_files["server.key"], trusted_ca_file=ca_files["ca.crt"],
+                            client_cert_auth=True)
+    address = await start(nursery, "https://127.0.0.1:0", ssl_context=server)
+    with_cert = client_ssl(ca_files["ca.crt"], ["http/1.1"])
+    with_cert.load_cert_chain(ca_files["client.crt"], ca_files["client.key"])
+    assert (await https_get(address, with_cert)).endswith(b"GET /cert 0 ipv4")
+    # Without a client certificate the handshake fails and no request is served.
+    without = client_ssl(ca_files["ca.crt"], ["http/1.1"])
+    try:
+        out = await https_get(address, without)
+    except trio.BrokenResourceError:  # TLS 1.2 refuses in the handshake, TLS 1.3 right after it
+        out = b""
+    assert b"GET /cert" not in out

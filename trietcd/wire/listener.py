@@ -41,6 +41,8 @@ HTTPS_PLAINTEXT_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP r
 IDLE_TIMEOUT_S = 300.0
 # Once a request's first byte arrived, its head and body must be complete within this.
 REQUEST_TIMEOUT_S = 60.0
+# How long a TLS close_notify may take before the socket is just closed.
+TLS_CLOSE_TIMEOUT_S = 1.0
 # Bytes of pipelined requests read (and held) while a streamed response is being sent.
 PIPELINE_BUFFER_BYTES_MAX = 64 * 1024
 
@@ -222,13 +224,29 @@ async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_
         if not handshake_done:
             return
         alpn = tls_stream.selected_alpn_protocol()
-        stream = tls_stream
         if alpn == "h2":
             kind, data = sniff.Kind.H2, b""
         elif alpn == "http/1.1":
             kind, data = sniff.Kind.HTTP1, b""
         else:
-            kind, data = await _sniff(stream, sniff_timeout_s)
+            kind, data = await _sniff(tls_stream, sniff_timeout_s)
+        try:
+            await _dispatch(tls_stream, kind, data, peer=peer, registry=registry, http_app=http_app,
+                            h2_limits=h2_limits, connections=connections, http1_limits=http1_limits)
+        finally:
+            # Say goodbye with close_notify, as Go's tls.Conn.Close does; bounded, even when
+            # the connection is being cancelled.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + TLS_CLOSE_TIMEOUT_S):
+                try:
+                    await tls_stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        return
+    await _dispatch(stream, kind, data, peer=peer, registry=registry, http_app=http_app, h2_limits=h2_limits,
+                    connections=connections, http1_limits=http1_limits)
+
+
+async def _dispatch(stream, kind, data, *, peer, registry, http_app, h2_limits, connections, http1_limits) -> None:
     if kind == sniff.Kind.H2 and registry is not None:
         await connections.serve_h2(stream, registry, h2_limits, initial_bytes=data, peer=peer)
     elif kind == sniff.Kind.HTTP1 and http_app is not None:

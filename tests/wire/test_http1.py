@@ -248,3 +248,50 @@ def test_split_target():
     assert split_target("http://x:1/health") == ("/health", "")
     assert split_target("http://x") == ("/", "")
     assert split_target("*") == ("*", "")
+
+
+# -- property tests ---------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+PIPELINE = (b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            b"GET /health HTTP/1.1\nHost: x\n\n"
+            b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nwxyz")
+
+
+def drain(conn, pieces):
+    """Requests parsed from `pieces`, answering each with an empty 200."""
+    requests = []
+    for piece in pieces:
+        conn.receive_data(piece)
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA or event is CLOSED:
+                break
+            if isinstance(event, Request):
+                requests.append(event)
+                conn.send_response(Response(200))
+    return requests
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(PIPELINE)), max_size=20))
+def test_any_split_gives_the_same_requests(cuts):
+    points = sorted(set(cuts)) + [len(PIPELINE)]
+    pieces, start = [], 0
+    for p in points:
+        pieces.append(PIPELINE[start:p])
+        start = p
+    requests = drain(ServerConnection(), [p for p in pieces if p])
+    assert [(r.method, r.target, r.body) for r in requests] == [
+        ("POST", "/v3/kv/put", b"abc"), ("GET", "/health", b""), ("PUT", "/x", b"wxyz")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+def test_arbitrary_bytes_never_crash(data, eof):
+    conn = ServerConnection(Limits(head_bytes_max=200, body_bytes_max=100))
+    try:
+        drain(conn, [data, b""] if eof else [data])
+    except HttpError as err:
+        assert 400 <= err.status < 600

@@ -65,3 +65,15 @@ def test_unterminated_line_becomes_garbage_at_the_limit():
     line = b"GET /" + b"a" * SNIFF_MAX_BYTES
     assert classify(line[: SNIFF_MAX_BYTES - 1]) == Kind.NEED_MORE
     assert classify(line) == Kind.GARBAGE
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.binary(max_size=64))
+def test_classify_is_total_and_stable(data):
+    kind = classify(data)
+    assert isinstance(kind, Kind)
+    # Once decided, more bytes never change the answer.
+    if kind != Kind.NEED_MORE:
+        assert classify(data + b"\r\nmore") == kind

@@ -24,7 +24,6 @@ import os
 import socket as _stdlib_socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
 
 import trio
 

@@ -405,3 +405,21 @@ async def test_client_certificate_auth(nursery, ca_files):
     except trio.BrokenResourceError:  # TLS 1.2 refuses in the handshake, TLS 1.3 right after it
         out = b""
     assert b"GET /cert" not in out
+
+
+async def test_peer_that_stops_reading_is_dropped(autojump_clock):
+    from trietcd.wire.listener import SEND_STALL_TIMEOUT_S
+
+    async def endless(request):
+        async def body():
+            while True:
+                yield b"x" * 1000
+
+        return http1.Response(200, (), body())
+
+    client, server = trio.testing.lockstep_stream_pair()
+    start_time = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await serve_http1(server, endless)  # returns: the connection is given up
+    assert trio.current_time() - start_time == pytest.approx(SEND_STALL_TIMEOUT_S)

@@ -40,6 +40,8 @@ HTTPS_PLAINTEXT_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP r
 IDLE_TIMEOUT_S = 300.0
 # Once a request's first byte arrived, its head and body must be complete within this.
 REQUEST_TIMEOUT_S = 60.0
+# A response write that makes no progress for this long drops the connection.
+SEND_STALL_TIMEOUT_S = 60.0
 # How long a TLS close_notify may take before the socket is just closed.
 TLS_CLOSE_TIMEOUT_S = 1.0
 # Bytes of pipelined requests read (and held) while a streamed response is being sent.
@@ -208,7 +210,7 @@ async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_
     kind, data = await _sniff(stream, sniff_timeout_s)
     if ssl_context is not None:
         if kind == sniff.Kind.HTTP1:
-            await stream.send_all(HTTPS_PLAINTEXT_ANSWER)
+            await _send_all(stream, HTTPS_PLAINTEXT_ANSWER)
             return
         if kind != sniff.Kind.TLS:
             return
@@ -252,6 +254,15 @@ async def _dispatch(stream, kind, data, *, peer, registry, http_app, h2_limits, 
         await serve_http1(stream, http_app, http1_limits, initial_bytes=data, peer=peer)
 
 
+async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
+    """send_all, but a peer that stops reading for SEND_STALL_TIMEOUT_S loses the connection
+    (a cancelled send leaves the stream unusable, so this counts as broken)."""
+    with trio.move_on_after(SEND_STALL_TIMEOUT_S):
+        await stream.send_all(data)
+        return
+    raise trio.BrokenResourceError("peer stopped reading")
+
+
 def _http_date() -> str:
     return email.utils.formatdate(usegmt=True)
 
@@ -275,7 +286,7 @@ async def serve_http1(
         try:
             event = conn.next_event()
         except http1.HttpError as err:
-            await stream.send_all(http1.error_response(err))
+            await _send_all(stream, http1.error_response(err))
             return
         if event is http1.NEED_DATA:
             if conn.buffered_bytes == 0 and conn.state == "idle":
@@ -290,7 +301,7 @@ async def serve_http1(
                 continue
             return  # slow or silent client
         if event is http1.CONTINUE:
-            await stream.send_all(http1.CONTINUE_BYTES)
+            await _send_all(stream, http1.CONTINUE_BYTES)
             continue
         if event is http1.CLOSED:
             return
@@ -321,33 +332,36 @@ async def _send_response(stream, conn: http1.ServerConnection, request: http1.Re
                          response: http1.Response) -> bool:
     """Write `response`; False when the connection must be dropped (peer gone mid-stream)."""
     if isinstance(response.body, (bytes, bytearray)):
-        await stream.send_all(conn.send_response(response, date=_http_date()))
+        await _send_all(stream, conn.send_response(response, date=_http_date()))
         return True
     writer = _Writer(stream, conn, response)
     peer_gone = False
     try:
         if request.method != "HEAD":
-            async with trio.open_nursery() as nursery:
-                async def watch_peer() -> None:
-                    # Keep reading while streaming, so a client that goes away ends the stream
-                    # (and pipelined bytes are kept, up to a bound).
-                    nonlocal peer_gone
-                    while conn.buffered_bytes < PIPELINE_BUFFER_BYTES_MAX:
-                        data = await _receive(stream)
-                        if not data:
-                            peer_gone = True
-                            nursery.cancel_scope.cancel()
-                            return
-                        conn.receive_data(data)
-                    await trio.sleep_forever()
+            try:
+                async with trio.open_nursery() as nursery:
+                    async def watch_peer() -> None:
+                        # Keep reading while streaming, so a client that goes away ends the
+                        # stream (and pipelined bytes are kept, up to a bound).
+                        nonlocal peer_gone
+                        while conn.buffered_bytes < PIPELINE_BUFFER_BYTES_MAX:
+                            data = await _receive(stream)
+                            if not data:
+                                peer_gone = True
+                                nursery.cancel_scope.cancel()
+                                return
+                            conn.receive_data(data)
+                        await trio.sleep_forever()
 
-                nursery.start_soon(watch_peer)
-                if isinstance(response.body, http1.StreamingBody):
-                    await response.body.run(writer)
-                else:
-                    async for chunk in response.body:
-                        await writer.write(chunk)
-                nursery.cancel_scope.cancel()
+                    nursery.start_soon(watch_peer)
+                    if isinstance(response.body, http1.StreamingBody):
+                        await response.body.run(writer)
+                    else:
+                        async for chunk in response.body:
+                            await writer.write(chunk)
+                    nursery.cancel_scope.cancel()
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                peer_gone = True
     finally:
         aclose = getattr(response.body, "aclose", None)
         if aclose is not None:
@@ -357,7 +371,7 @@ async def _send_response(stream, conn: http1.ServerConnection, request: http1.Re
         conn.close()
         return False
     await writer.write(b"")  # the head, if nothing was written
-    await stream.send_all(conn.end_response())
+    await _send_all(stream, conn.end_response())
     return True
 
 
@@ -381,4 +395,4 @@ class _Writer:
             out = self._conn.send_response(self._response, date=_http_date())
         out += self._conn.send_body(data)
         if out:
-            await self._stream.send_all(out)
+            await _send_all(self._stream, out)

@@ -381,3 +381,39 @@ async def test_request_size_limit_like_grpc(etcd):
                              b'"message":"grpc: received message larger than max (2200010 vs. 2097152)"}')
     ok = await app(post("/v3/kv/put", '{"key":"Zm9v","value":"' + base64.b64encode(b"x" * 2_000_000).decode() + '"}'))
     assert ok.status == 200
+
+
+async def test_watch_through_listener_ends_when_client_leaves(nursery):
+    from trietcd.wire.conn import ConnectionSet
+    from trietcd.wire.h2_conn import H2Limits
+    from trietcd.wire.listener import serve_url
+
+    cancelled = trio.Event()
+
+    async def watch(call):
+        try:
+            async for request in call.requests():
+                await call.send(rpc_pb2.WatchResponse(header=header(2), created=True))
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    registry = Registry()
+    registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name["Watch"], {"Watch": watch})
+    address = await nursery.start(lambda task_status: serve_url(
+        "http://127.0.0.1:0", registry=registry, http_app=gateway_app(registry), h2_limits=H2Limits(),
+        ssl_context=None, connections=ConnectionSet(), task_status=task_status))
+    stream = await trio.open_tcp_stream(*address)
+    body = b'{"create_request":{"key":"Zm9v"}}'
+    await stream.send_all(b"POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    got = b""
+    while b"}}\n\r\n" not in got:
+        got += await stream.receive_some()
+    assert got.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Grpc-Metadata-Content-Type: application/grpc\r\nDate: ")
+    line = b'{"result":{"header":{' + HEADER_JSON.encode() + b',"revision":"2","raft_term":"2"},"created":true}}\n'
+    assert got.endswith(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(line), line))
+    await stream.aclose()
+    with trio.fail_after(5):
+        await cancelled.wait()

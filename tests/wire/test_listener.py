@@ -423,3 +423,18 @@ async def test_peer_that_stops_reading_is_dropped(autojump_clock):
         nursery.start_soon(client.send_all, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await serve_http1(server, endless)  # returns: the connection is given up
     assert trio.current_time() - start_time == pytest.approx(SEND_STALL_TIMEOUT_S)
+
+
+async def test_connection_failure_is_logged_and_listener_survives(nursery, caplog):
+    async def exploding_body(request):
+        async def body():
+            yield b"first"
+            raise RuntimeError("body exploded")
+
+        return http1.Response(200, (), body())
+
+    address = await start(nursery, app=exploding_body)
+    for _ in range(2):
+        out = await exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"5\r\nfirst\r\n" in out and not out.endswith(b"0\r\n\r\n")  # cut short, never completed
+    assert any("failed" in r.getMessage() and r.exc_info for r in caplog.records)

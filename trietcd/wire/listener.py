@@ -138,9 +138,9 @@ async def serve_url(
                 sniff_timeout_s=sniff_timeout_s,
                 http1_limits=http1_limits,
             )
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("connection from %s broke: %s", peer, exc)
-        except Exception:
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            log.debug("connection from %s broke: %s", peer, group.exceptions[0])
+        except* Exception:
             log.exception("connection from %s failed", peer)
         finally:
             await trio.aclose_forcefully(stream)

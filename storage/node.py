@@ -1,0 +1,294 @@
+"""Mutable B+tree nodes of a write transaction: put/delete, split at spill, merge at rebalance.
+
+Rules (bbolt `node.go`):
+- A node is materialized from its page the first time a write transaction
+  changes something under it; it then shadows the page (`Bucket.nodes`).
+- `key` is the separator the parent holds for this node (None for new
+  nodes); at spill the parent's element is looked up by `key` and replaced
+  by the node's new first key and page id.
+- Branch `vals` are child page ids, leaf `vals` are values; `flags` is None
+  on branches. Keys stay sorted and unique.
+- Children spill before parents, so a node's content is final when it is
+  written; a page freed at spill goes to the writer's pending set.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from .page import ELEMENT_SIZE, PAGE_HEADER_SIZE, Page, encode_branch, encode_leaf
+
+MIN_KEYS_PER_PAGE = 2
+
+
+class Node:
+    __slots__ = ("bucket", "is_leaf", "unbalanced", "spilled", "key", "pgid", "overflow", "parent",
+                 "children", "keys", "vals", "flags")
+
+    def __init__(self, bucket, is_leaf: bool, parent: "Node | None" = None):
+        self.bucket = bucket
+        self.is_leaf = is_leaf
+        self.unbalanced = False
+        self.spilled = False
+        self.key: bytes | None = None
+        self.pgid = 0
+        self.overflow = 0
+        self.parent = parent
+        self.children: list[Node] = []
+        self.keys: list[bytes] = []
+        self.vals: list = []
+        self.flags: list[int] | None = [] if is_leaf else None
+
+    @classmethod
+    def from_page(cls, bucket, page: Page, parent: "Node | None", key: bytes | None) -> "Node":
+        n = cls(bucket, page.is_leaf, parent)
+        n.pgid = page.pgid
+        n.overflow = page.overflow
+        n.keys = list(page.keys)
+        n.vals = list(page.vals)
+        n.flags = list(page.flags) if page.is_leaf else None
+        n.key = key if key is not None else (n.keys[0] if n.keys else None)
+        return n
+
+    def __repr__(self):
+        kind = "leaf" if self.is_leaf else "branch"
+        return f"Node({kind}, pgid={self.pgid}, n={len(self.keys)})"
+
+    # ---- shape ----
+
+    def root(self) -> "Node":
+        n = self
+        while n.parent is not None:
+            n = n.parent
+        return n
+
+    def min_keys(self) -> int:
+        return 1 if self.is_leaf else 2
+
+    def size(self) -> int:
+        sz = PAGE_HEADER_SIZE + ELEMENT_SIZE * len(self.keys) + sum(map(len, self.keys))
+        if self.is_leaf:
+            sz += sum(map(len, self.vals))
+        return sz
+
+    def child_at(self, index: int) -> "Node":
+        assert not self.is_leaf, "child_at on a leaf"
+        return self.bucket.node(self.vals[index], self, self.keys[index])
+
+    def child_index(self, child: "Node") -> int:
+        return bisect_left(self.keys, child.key)
+
+    def next_sibling(self) -> "Node | None":
+        i = self.parent.child_index(self)
+        if i >= len(self.parent.keys) - 1:
+            return None
+        return self.parent.child_at(i + 1)
+
+    def prev_sibling(self) -> "Node | None":
+        i = self.parent.child_index(self)
+        if i == 0:
+            return None
+        return self.parent.child_at(i - 1)
+
+    # ---- edits ----
+
+    def put(self, old_key: bytes, new_key: bytes, value, flags: int) -> None:
+        """Insert or replace the element found by `old_key` (value: bytes on leaves, page id on branches)."""
+        assert new_key, "put: empty key"
+        keys = self.keys
+        i = bisect_left(keys, old_key)
+        if i < len(keys) and keys[i] == old_key:
+            keys[i] = new_key
+            self.vals[i] = value
+            if self.is_leaf:
+                self.flags[i] = flags
+        else:
+            keys.insert(i, new_key)
+            self.vals.insert(i, value)
+            if self.is_leaf:
+                self.flags.insert(i, flags)
+
+    def delete(self, key: bytes) -> bool:
+        keys = self.keys
+        i = bisect_left(keys, key)
+        if i >= len(keys) or keys[i] != key:
+            return False
+        del keys[i]
+        del self.vals[i]
+        if self.is_leaf:
+            del self.flags[i]
+        self.unbalanced = True
+        return True
+
+    def remove_child(self, target: "Node") -> None:
+        for i, c in enumerate(self.children):
+            if c is target:
+                del self.children[i]
+                return
+
+    def free(self) -> None:
+        if self.pgid:
+            tx = self.bucket.tx
+            tx.free_page(self.pgid, self.overflow)
+            self.pgid = 0
+
+    def encode(self, page_size: int) -> bytes:
+        if self.is_leaf:
+            return encode_leaf(self.pgid, self.keys, self.vals, self.flags, page_size)
+        return encode_branch(self.pgid, self.keys, self.vals, page_size)
+
+    def as_page(self) -> Page:
+        flags = self.flags if self.is_leaf else None
+        npages = (self.size() + self.bucket.tx.page_size - 1) // self.bucket.tx.page_size
+        return Page(self.pgid, self.is_leaf, self.keys, self.vals, flags, npages - 1)
+
+    # ---- split (spill time) ----
+
+    def split(self, page_size: int) -> list["Node"]:
+        nodes = []
+        node = self
+        while True:
+            a, b = node._split_two(page_size)
+            nodes.append(a)
+            if b is None:
+                return nodes
+            node = b
+
+    def _split_two(self, page_size: int):
+        if len(self.keys) <= MIN_KEYS_PER_PAGE * 2 or self.size() < page_size:
+            return self, None
+        fill = min(max(self.bucket.fill_percent, 0.1), 1.0)
+        index = self._split_index(int(page_size * fill))
+        if self.parent is None:
+            self.parent = Node(self.bucket, False)
+            self.parent.children.append(self)
+        nxt = Node(self.bucket, self.is_leaf, self.parent)
+        self.parent.children.append(nxt)
+        nxt.keys = self.keys[index:]
+        nxt.vals = self.vals[index:]
+        del self.keys[index:]
+        del self.vals[index:]
+        if self.is_leaf:
+            nxt.flags = self.flags[index:]
+            del self.flags[index:]
+        return self, nxt
+
+    def _split_index(self, threshold: int) -> int:
+        sz = PAGE_HEADER_SIZE
+        index = 0
+        keys = self.keys
+        vals = self.vals if self.is_leaf else None
+        for i in range(len(keys) - MIN_KEYS_PER_PAGE):
+            index = i
+            el = ELEMENT_SIZE + len(keys[i]) + (len(vals[i]) if vals is not None else 0)
+            if i >= MIN_KEYS_PER_PAGE and sz + el > threshold:
+                break
+            sz += el
+        return index
+
+    def spill(self) -> None:
+        """Write this node and its dirty descendants to newly allocated pages."""
+        if self.spilled:
+            return
+        tx = self.bucket.tx
+        page_size = tx.page_size
+        self.children.sort(key=lambda c: c.keys[0])
+        i = 0
+        while i < len(self.children):
+            self.children[i].spill()
+            i += 1
+        self.children = []
+        for node in self.split(page_size):
+            if node.pgid:
+                tx.free_page(node.pgid, node.overflow)
+                node.pgid = 0
+            npages = (node.size() + page_size - 1) // page_size
+            node.pgid = tx.allocate(npages)
+            node.overflow = npages - 1
+            tx.write_node(node)
+            node.spilled = True
+            if node.parent is not None:
+                key = node.key if node.key is not None else node.keys[0]
+                node.parent.put(key, node.keys[0], node.pgid, 0)
+                node.key = node.keys[0]
+        if self.parent is not None and self.parent.pgid == 0:
+            self.children = []
+            self.parent.spill()
+
+    # ---- rebalance (commit time, after deletes) ----
+
+    def rebalance(self) -> None:
+        if not self.unbalanced:
+            return
+        self.unbalanced = False
+        bucket = self.bucket
+        if self.size() > bucket.tx.page_size // 4 and len(self.keys) > self.min_keys():
+            return
+        parent = self.parent
+        if parent is None:
+            if not self.is_leaf and len(self.keys) == 1:
+                self._pull_up_only_child()
+            return
+        if not self.keys:
+            parent.delete(self.key)
+            parent.remove_child(self)
+            bucket.nodes.pop(self.pgid, None)
+            self.free()
+            parent.rebalance()
+            return
+        assert len(parent.keys) > 1, "parent of a non-root node must have at least 2 children"
+        if parent.child_index(self) == 0:
+            target = self.next_sibling()
+            self._adopt_children_of(target, self)
+            self._append(target)
+            parent.delete(target.key)
+            parent.remove_child(target)
+            bucket.nodes.pop(target.pgid, None)
+            target.free()
+        else:
+            target = self.prev_sibling()
+            self._adopt_children_of(self, target)
+            target._append(self)
+            parent.delete(self.key)
+            parent.remove_child(self)
+            bucket.nodes.pop(self.pgid, None)
+            self.free()
+        parent.rebalance()
+
+    def _pull_up_only_child(self) -> None:
+        bucket = self.bucket
+        child = bucket.node(self.vals[0], self, self.keys[0])
+        self.is_leaf = child.is_leaf
+        self.keys = child.keys
+        self.vals = child.vals
+        self.flags = child.flags
+        self.children = child.children
+        if not self.is_leaf:
+            for pgid in self.vals:
+                grandchild = bucket.nodes.get(pgid)
+                if grandchild is not None:
+                    grandchild.parent = self
+        for c in self.children:
+            c.parent = self
+        child.parent = None
+        bucket.nodes.pop(child.pgid, None)
+        child.free()
+
+    @staticmethod
+    def _adopt_children_of(source: "Node", dest: "Node") -> None:
+        """Materialized children of `source` move under `dest` (which takes over its elements)."""
+        if source.is_leaf:
+            return
+        nodes = source.bucket.nodes
+        for pgid in source.vals:
+            child = nodes.get(pgid)
+            if child is not None and child.parent is source:
+                source.remove_child(child)
+                child.parent = dest
+                dest.children.append(child)
+
+    def _append(self, other: "Node") -> None:
+        self.keys.extend(other.keys)
+        self.vals.extend(other.vals)
+        if self.is_leaf:
+            self.flags.extend(other.flags)

@@ -1,0 +1,256 @@
+"""Page codecs: the 16-byte header, branch and leaf element arrays, errors.
+
+Rules of this module:
+- A decoded page is a `Page`: plain lists (`keys`, `vals`, `flags`) and never
+  a per-element object. A leaf's `vals` are values; a branch's `vals` are
+  child page ids. Mutable nodes (`node.Node`) have the same fields, so cursors
+  and lookups read either without caring which one they hold.
+- Decoding checks every offset against the buffer and raises `CorruptError`
+  naming the page; encoding asserts what it writes and the writer re-decodes
+  nothing (the pair is checked by the tests).
+"""
+
+from __future__ import annotations
+
+import struct
+
+PAGE_HEADER_SIZE = 16
+ELEMENT_SIZE = 16  # branch and leaf element headers are both 16 bytes
+BUCKET_HEADER_SIZE = 16
+
+BRANCH = 0x01
+LEAF = 0x02
+META = 0x04
+FREELIST = 0x10
+PAGE_TYPES = {BRANCH: "branch", LEAF: "leaf", META: "meta", FREELIST: "freelist"}
+
+BUCKET_LEAF_FLAG = 0x01  # a leaf element whose value is a bucket header
+
+KEY_SIZE_MAX = 32768
+VALUE_SIZE_MAX = (1 << 31) - 2
+COUNT_MAX = 0xFFFF  # element counts must stay below this (16-bit field)
+NO_FREELIST = 0xFFFFFFFFFFFFFFFF
+
+_header = struct.Struct("<QHHI")
+_bucket_header = struct.Struct("<QQ")
+
+
+# ---- errors --------------------------------------------------------------------
+
+
+class StorageError(Exception):
+    """Base class of every operating error of the page file."""
+
+
+class CorruptError(StorageError):
+    """The file's bytes contradict the format. `pgid` names the page (None: the file as a whole)."""
+
+    def __init__(self, message: str, pgid: int | None = None):
+        self.pgid = pgid
+        where = f"page {pgid}: " if pgid is not None else ""
+        super().__init__(where + message)
+
+
+class DatabaseNotOpenError(StorageError):
+    pass
+
+
+class TxClosedError(StorageError):
+    pass
+
+
+class TxNotWritableError(StorageError):
+    pass
+
+
+class DatabaseReadOnlyError(StorageError):
+    pass
+
+
+class BucketExistsError(StorageError):
+    pass
+
+
+class BucketNotFoundError(StorageError):
+    pass
+
+
+class BucketNameRequiredError(StorageError):
+    pass
+
+
+class KeyRequiredError(StorageError):
+    pass
+
+
+class KeyTooLargeError(StorageError):
+    pass
+
+
+class ValueTooLargeError(StorageError):
+    pass
+
+
+class IncompatibleValueError(StorageError):
+    """A key names a bucket where a value was expected, or the other way round."""
+
+
+class SequenceOverflowError(StorageError):
+    pass
+
+
+# ---- checksum ------------------------------------------------------------------
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# ---- header --------------------------------------------------------------------
+
+
+def read_header(buf, offset: int = 0) -> tuple[int, int, int, int]:
+    """(id, flags, count, overflow) of the page header at `offset`."""
+    return _header.unpack_from(buf, offset)
+
+
+def pack_header(buf: bytearray, offset: int, pgid: int, flags: int, count: int, overflow: int) -> None:
+    _header.pack_into(buf, offset, pgid, flags, count, overflow)
+
+
+def pack_bucket_header(root: int, sequence: int) -> bytes:
+    return _bucket_header.pack(root, sequence)
+
+
+def unpack_bucket_header(value: bytes, pgid: int | None = None) -> tuple[int, int]:
+    if len(value) < BUCKET_HEADER_SIZE:
+        raise CorruptError(f"bucket header of {len(value)} bytes", pgid)
+    return _bucket_header.unpack_from(value, 0)
+
+
+# ---- decoded pages ---------------------------------------------------------------
+
+
+class Page:
+    """A decoded branch or leaf page (immutable by convention: it may sit in a cache)."""
+
+    __slots__ = ("pgid", "is_leaf", "keys", "vals", "flags", "overflow")
+
+    def __init__(self, pgid, is_leaf, keys, vals, flags, overflow=0):
+        self.pgid = pgid
+        self.is_leaf = is_leaf
+        self.keys = keys
+        self.vals = vals
+        self.flags = flags  # leaf: element flags; branch: None
+        self.overflow = overflow
+
+
+def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
+    """Decode a branch or leaf page image (header included). `buf` may hold more than the page."""
+    if len(buf) < PAGE_HEADER_SIZE:
+        raise CorruptError(f"truncated: {len(buf)} bytes for a page header", pgid)
+    _, flags, count, overflow = _header.unpack_from(buf, 0)
+    if not flags & allow_types or flags not in PAGE_TYPES:
+        raise CorruptError(f"flags {flags:#x} where a branch or leaf page was expected", pgid)
+    end = len(buf)
+    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
+    if table_end > end:
+        raise CorruptError(f"{count} elements do not fit in {end} bytes", pgid)
+    fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
+    keys = [None] * count
+    if flags == LEAF:
+        vals = [None] * count
+        eflags = list(fields[0::4])
+        at = PAGE_HEADER_SIZE
+        j = 0
+        for i in range(count):
+            start = at + fields[j + 1]
+            kend = start + fields[j + 2]
+            vend = kend + fields[j + 3]
+            if vend > end or kend == start:
+                raise CorruptError(f"leaf element {i} out of bounds or with an empty key", pgid)
+            keys[i] = bytes(buf[start:kend])
+            vals[i] = bytes(buf[kend:vend])
+            at += ELEMENT_SIZE
+            j += 4
+        return Page(pgid, True, keys, vals, eflags, overflow)
+    vals = [0] * count
+    at = PAGE_HEADER_SIZE
+    j = 0
+    for i in range(count):
+        start = at + fields[j]
+        kend = start + fields[j + 1]
+        if kend > end or kend == start:
+            raise CorruptError(f"branch element {i} out of bounds or with an empty key", pgid)
+        keys[i] = bytes(buf[start:kend])
+        vals[i] = fields[j + 2] | (fields[j + 3] << 32)
+        at += ELEMENT_SIZE
+        j += 4
+    return Page(pgid, False, keys, vals, None, overflow)
+
+
+# ---- encoding --------------------------------------------------------------------
+
+
+def leaf_size(keys, vals) -> int:
+    return PAGE_HEADER_SIZE + ELEMENT_SIZE * len(keys) + sum(map(len, keys)) + sum(map(len, vals))
+
+
+def branch_size(keys) -> int:
+    return PAGE_HEADER_SIZE + ELEMENT_SIZE * len(keys) + sum(map(len, keys))
+
+
+def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
+    """The leaf page image, padded to whole pages (page_size 0: no padding, for inline buckets)."""
+    count = len(keys)
+    assert count < COUNT_MAX, count
+    fields = [0] * (4 * count)
+    blobs = [None] * (2 * count)
+    pos = ELEMENT_SIZE * count  # from element 0's header to the first key
+    j = 0
+    for i in range(count):
+        k = keys[i]
+        v = vals[i]
+        kn = len(k)
+        vn = len(v)
+        fields[j] = flags[i]
+        fields[j + 1] = pos
+        fields[j + 2] = kn
+        fields[j + 3] = vn
+        pos += kn + vn - ELEMENT_SIZE
+        blobs[2 * i] = k
+        blobs[2 * i + 1] = v
+        j += 4
+    return _assemble(pgid, LEAF, count, fields, blobs, page_size)
+
+
+def encode_branch(pgid: int, keys, children, page_size: int) -> bytes:
+    count = len(keys)
+    assert count < COUNT_MAX, count
+    fields = [0] * (4 * count)
+    pos = ELEMENT_SIZE * count
+    j = 0
+    for i in range(count):
+        k = keys[i]
+        child = children[i]
+        assert child > 1, child
+        fields[j] = pos
+        fields[j + 1] = len(k)
+        fields[j + 2] = child & 0xFFFFFFFF
+        fields[j + 3] = child >> 32
+        pos += len(k) - ELEMENT_SIZE
+        j += 4
+    return _assemble(pgid, BRANCH, count, fields, keys, page_size)
+
+
+def _assemble(pgid, flags, count, fields, blobs, page_size) -> bytes:
+    body = struct.pack(f"<{len(fields)}I", *fields) + b"".join(blobs)
+    size = PAGE_HEADER_SIZE + len(body)
+    if page_size:
+        npages = (size + page_size - 1) // page_size
+        pad = npages * page_size - size
+        return _header.pack(pgid, flags, count, npages - 1) + body + bytes(pad)
+    return _header.pack(pgid, flags, count, 0) + body

@@ -289,10 +289,10 @@ class ServerConnection:
         cl = {v.strip() for v in values("content-length")}
         if cl and not chunked:
             if len(cl) != 1:
-                raise HttpError(400, "bad Content-Length")
+                raise HttpError(400)  # Go answers a bare "400 Bad Request" here
             text = cl.pop()
             if not text.isdigit() or not text.isascii() or len(text) > 18:
-                raise HttpError(400, "bad Content-Length")
+                raise HttpError(400)
             content_length = int(text)
             if content_length > self.limits.body_bytes_max:
                 raise HttpError(413)

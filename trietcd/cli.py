@@ -90,6 +90,7 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     from trietcd.server.member import Member
     from trietcd.wire.conn import ConnectionSet
     from trietcd.wire.h2_conn import H2Limits
+    from trietcd.wire import http1
     from trietcd.wire.listener import serve_url
 
     _prepare_data_dir(config.data_dir)
@@ -106,14 +107,17 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     )
     metrics = default_registry()
     client_app = http_app(
-        gateway=gateway_app(registry),
+        gateway=gateway_app(registry, max_recv_message_bytes=limits.max_recv_message_bytes),
         health=member.health,
         version=member.version_info,
         metrics=metrics,
+        cors=config.cors,
     )
     client_tls = _server_context(config.client_transport_security)
     peer_tls = _server_context(config.peer_transport_security)
-    serve = functools.partial(serve_url, h2_limits=limits, connections=connections)
+    # The gateway takes base64 values in JSON: room for a request etcd accepts.
+    http1_limits = http1.Limits(body_bytes_max=max(4 << 20, 2 * limits.max_recv_message_bytes))
+    serve = functools.partial(serve_url, h2_limits=limits, http1_limits=http1_limits, connections=connections)
     listeners = [
         functools.partial(serve, url, registry=registry, http_app=client_app, ssl_context=client_tls)
         for url in config.listen_client_urls

@@ -5,7 +5,7 @@
 One epoll loop; every request stream that ends gets the same pre-encoded
 answer (HEADERS :status 200, an empty message, trailers grpc-status 0). It
 checks nothing and keeps no stream state, so it is no server to test against:
-it only shows how many calls per second `benchmarks.h2load` can drive when the
+it only shows how many calls per second `trietcd-benchmark` can drive when the
 server costs next to nothing. It does keep HTTP/2 honest towards the client:
 SETTINGS are acknowledged, PINGs answered and every byte of request DATA is
 given back in connection WINDOW_UPDATEs.
@@ -18,7 +18,7 @@ import selectors
 import socket
 import struct
 
-from benchmarks.grpc_h2 import (
+from trietcd.tools.benchmark.h2client import (
     DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, HEADERS, PING, PREFACE, SETTINGS,
     SETTINGS_INITIAL_WINDOW_SIZE, WINDOW_MAX, WINDOW_UPDATE, encode_frame,
 )

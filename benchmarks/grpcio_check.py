@@ -1,10 +1,10 @@
-"""Cross-check of h2load's counting with grpcio, at concurrency grpcio can carry.
+"""Cross-check of trietcd-benchmark's counting with grpcio, at concurrency grpcio can carry.
 
     python -m benchmarks.grpcio_check --endpoints 127.0.0.1:2379 --clients 1 --total 5000
 
-Same closed loop as h2load (each client one call at a time, all clients on one
+Same closed loop as trietcd-benchmark (each client one call at a time, all clients on one
 channel), raw bytes in and out so no protobuf cost is added. Prints the same
-summary as h2load; at 1 to 10 clients both should roughly agree.
+summary as trietcd-benchmark; at 1 to 10 clients both should roughly agree.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 
 import grpc
 
-from benchmarks.h2load import PUT_METHOD, make_messages
-from benchmarks.report import Stats, format_summary, summarize, to_json_dict
+from trietcd.tools.benchmark import messages
+from trietcd.tools.benchmark.load import PUT_METHOD
+from trietcd.tools.benchmark.report import Stats, format_summary, summarize, to_json_dict
 
 
 async def _run(endpoint: str, clients: int, total: int, method: str, message: bytes) -> Stats:
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=8)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    message = make_messages(args.method, args.key_size, args.val_size, 1, False, 1)[0]
+    key = messages.benchmark_key(0, args.key_size)
+    if args.method == PUT_METHOD:
+        message = messages.put_request(key, bytes(args.val_size))
+    else:
+        message = messages.range_request(key)
     stats = asyncio.run(_run(args.endpoints, args.clients, args.total, args.method, message))
     if args.json:
         print(json.dumps(to_json_dict(stats), indent=2))

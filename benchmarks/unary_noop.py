@@ -7,7 +7,7 @@
 etcd gets real, durable Puts of a small key (etcd benchmark's defaults: 8-byte
 key, 8-byte value, one key); the no-op server gets the same Put requests.
 Every target is measured in turn for each load shape, in the same run, with
-`benchmarks.h2load`. Servers started here use free loopback ports and a fresh
+`trietcd-benchmark`'s load engine (`trietcd.tools.benchmark.load`). Servers started here use free loopback ports and a fresh
 data dir under /tmp/unary_noop/, and are stopped at the end.
 """
 
@@ -26,8 +26,10 @@ import time
 
 import attrs
 
-from benchmarks.h2load import LoadConfig, PUT_METHOD, make_messages, run_load
-from benchmarks.report import Stats, to_json_dict
+from trietcd.tools.benchmark.dial import DialError, DialOptions
+
+from trietcd.tools.benchmark.load import LoadConfig, Workload, run_load
+from trietcd.tools.benchmark.report import Stats, to_json_dict
 
 __all__ = ["SHAPES", "Target", "main"]
 
@@ -73,22 +75,22 @@ def _etcd_style_argv(binary: str, data_dir: str, client_port: int, peer_port: in
 
 
 def _wait_serving(endpoint: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    """Until one Put through h2load succeeds (so the server is leader and listening)."""
+    """Until one Put succeeds (so the server is leader and listening)."""
     deadline = time.monotonic() + timeout_s
     config = LoadConfig(
         endpoints=(endpoint,),
         total=1,
-        messages=make_messages(PUT_METHOD, 8, 8, 1, False, 1),
+        workload=Workload(kind="put"),
+        dial_options=DialOptions(timeout_s=1.0),
         stall_timeout_s=2.0,
-        connect_timeout_s=1.0,
     )
     last_error = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server at {endpoint} exited with code {proc.returncode}")
         try:
-            stats = run_load(config)
-        except OSError as exc:
+            (stats,) = run_load(config)
+        except DialError as exc:
             last_error = str(exc)
         else:
             if stats.calls_ok == 1:
@@ -159,7 +161,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def measure(targets: list[Target], args: argparse.Namespace) -> dict[tuple[int, int], dict[str, Stats]]:
-    messages = make_messages(PUT_METHOD, args.key_size, args.val_size, 1, False, 1)
+    workload = Workload(kind="put", key_size=args.key_size, val_size=args.val_size)
     results: dict[tuple[int, int], dict[str, Stats]] = {}
     for clients, conns in SHAPES:
         results[(clients, conns)] = {}
@@ -170,12 +172,11 @@ def measure(targets: list[Target], args: argparse.Namespace) -> dict[tuple[int, 
                 clients=clients,
                 total=args.total,
                 procs=args.procs if clients > 1 else 1,
-                method=PUT_METHOD,
-                messages=messages,
+                workload=workload,
             )
             # On a shared machine other work only ever slows a run down: keep the best.
             stats = max(
-                (run_load(config) for _ in range(args.repeat)),
+                (run_load(config)[0] for _ in range(args.repeat)),
                 key=lambda s: (s.calls_failed == 0, s.requests_per_sec),
             )
             results[(clients, conns)][target.name] = stats

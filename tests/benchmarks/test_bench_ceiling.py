@@ -1,4 +1,4 @@
-"""The ceiling server answers like a gRPC server, and h2load's flow control holds up."""
+"""The ceiling server answers like a gRPC server, and the load engine's flow control holds up."""
 
 import socket
 import subprocess
@@ -8,7 +8,9 @@ import time
 import hpack
 import pytest
 
-from benchmarks import ceiling_server, grpc_h2, h2load, unary_noop
+from benchmarks import ceiling_server, unary_noop
+from trietcd.tools.benchmark import h2client as grpc_h2
+from trietcd.tools.benchmark import load
 
 
 def test_answer_decodes_as_a_grpc_success():
@@ -55,13 +57,12 @@ def ceiling_endpoint():
         proc.wait()
 
 
-def test_h2load_needs_and_gets_connection_window_updates(ceiling_endpoint):
+def test_load_needs_and_gets_connection_window_updates(ceiling_endpoint):
     # 400 calls of ~1 KiB exceed the 65,535-byte initial connection window many
     # times over: without honouring WINDOW_UPDATE the run would stall.
-    messages = h2load.make_messages(h2load.PUT_METHOD, 8, 1024, 1, False, 1)
-    config = h2load.LoadConfig(
-        endpoints=(ceiling_endpoint,), conns=2, clients=20, total=400, messages=messages,
-        stall_timeout_s=20.0,
+    config = load.LoadConfig(
+        endpoints=(ceiling_endpoint,), conns=2, clients=20, total=400,
+        workload=load.Workload(kind="put", val_size=1024), stall_timeout_s=20.0,
     )
-    stats = h2load.run_load(config)
+    (stats,) = load.run_load(config)
     assert (stats.calls_ok, stats.calls_failed) == (400, 0)

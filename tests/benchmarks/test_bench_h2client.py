@@ -7,7 +7,7 @@ import h2.settings
 import hpack
 import pytest
 
-from benchmarks import grpc_h2
+from trietcd.tools.benchmark import h2client as grpc_h2
 
 PATH = "/etcdserverpb.KV/Put"
 BLOCK = grpc_h2.encode_request_headers(PATH, "127.0.0.1:2379")

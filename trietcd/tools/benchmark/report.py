@@ -1,12 +1,13 @@
-"""Latency statistics and the summary text of etcd's benchmark tool (pkg/report)."""
+"""Latency statistics and the summary text of etcd's benchmark tool (etcd 3.5 pkg/report)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import attrs
 
-__all__ = ["PERCENTILES", "Stats", "summarize", "format_summary", "to_json_dict"]
+__all__ = ["PERCENTILES", "Stats", "summarize", "format_summary", "to_json_dict", "render"]
 
 PERCENTILES = (10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9)
 
@@ -34,15 +35,15 @@ class Stats:
 
 
 def _percentiles(sorted_lats: list[float]) -> tuple[tuple[float, float], ...]:
-    # The same index rule as etcd's report: ceil(p * (n + 1) / 100) - 1, clamped.
+    # etcd 3.5's rule: the first latency at index i with i * 100 / n >= p.
+    # A percentile no index reaches stays 0 and is left out of the text.
     n = len(sorted_lats)
     out = []
     for p in PERCENTILES:
-        if n == 0:
-            out.append((p, 0.0))
-            continue
-        index = min(max(math.ceil(p * (n + 1) / 100.0) - 1, 0), n - 1)
-        out.append((p, sorted_lats[index]))
+        index = max(math.ceil(p * n / 100.0) - 1, 0)
+        while index < n and index * 100.0 / n < p:
+            index += 1
+        out.append((p, sorted_lats[index] if index < n else 0.0))
     return tuple(out)
 
 
@@ -85,30 +86,36 @@ def summarize(
     )
 
 
-def format_summary(stats: Stats) -> str:
+def _number(value: float, precise: bool) -> str:
+    # etcd prints "%4.4f", or "%g" with --precise (Go's shortest form).
+    return repr(float(value)) if precise else f"{value:4.4f}"
+
+
+def format_summary(stats: Stats, precise: bool = False) -> str:
     """etcd benchmark's text: Summary, histogram, latency distribution, errors."""
     lines = []
+    f = lambda value: _number(value, precise)  # noqa: E731
     if stats.calls_ok:
         lines += [
             "",
             "Summary:",
-            f"  Total:\t{stats.total_s:4.4f} secs.",
-            f"  Slowest:\t{stats.slowest_s:4.4f} secs.",
-            f"  Fastest:\t{stats.fastest_s:4.4f} secs.",
-            f"  Average:\t{stats.average_s:4.4f} secs.",
-            f"  Stddev:\t{stats.stddev_s:4.4f} secs.",
-            f"  Requests/sec:\t{stats.requests_per_sec:4.4f}",
+            f"  Total:\t{f(stats.total_s)} secs.",
+            f"  Slowest:\t{f(stats.slowest_s)} secs.",
+            f"  Fastest:\t{f(stats.fastest_s)} secs.",
+            f"  Average:\t{f(stats.average_s)} secs.",
+            f"  Stddev:\t{f(stats.stddev_s)} secs.",
+            f"  Requests/sec:\t{f(stats.requests_per_sec)}",
             "",
             "Response time histogram:",
         ]
         most = max(count for _, count in stats.histogram)
         for bound, count in stats.histogram:
             bar = "\u220e" * (count * 40 // most if most else 0)
-            lines.append(f"  {bound:4.4f} [{count}]\t|{bar}")
+            lines.append(f"  {f(bound)} [{count}]\t|{bar}")
         lines += ["", "Latency distribution:"]
         for percent, value in stats.percentiles_s:
             if value > 0:
-                lines.append(f"  {percent:g}% in {value:4.4f} secs.")
+                lines.append(f"  {percent:g}% in {f(value)} secs.")
     if stats.errors:
         lines += ["", "Error distribution:"]
         for text, count in stats.errors:
@@ -130,3 +137,13 @@ def to_json_dict(stats: Stats) -> dict:
         "errors": dict(stats.errors),
         "client_cpu_s": stats.client_cpu_s,
     }
+
+
+def render(stats: Stats, *, as_json: bool = False, precise: bool = False, name: str = "") -> str:
+    """etcd's summary text, or one JSON line (with `name` when a command prints several)."""
+    if not as_json:
+        return format_summary(stats, precise)
+    body = to_json_dict(stats)
+    if name:
+        body = {"name": name, **body}
+    return json.dumps(body) + "\n"

@@ -1,11 +1,13 @@
-"""A lean client side of gRPC over HTTP/2, sans-IO, for the load generator.
+"""A lean client side of gRPC over HTTP/2, sans-IO, for the benchmark tool.
 
 Rules of this module:
 - It never touches sockets, clocks or randomness: bytes go in through
   `receive()`, bytes come out of `data_to_send()`, finished calls come back as
-  `(stream_id, grpc_status, detail)` tuples.
-- It is independent of the server under test: it does not import trietcd, so a
-  bug in the project's codec cannot hide itself by agreeing with itself.
+  `(stream_id, grpc_status, detail)` tuples, and the response messages of
+  calls started with `collect=True` are queued in `messages`.
+- It is independent of the server under test: it imports nothing else from
+  trietcd, so a bug in the project's codec cannot hide itself by agreeing
+  with itself.
 - Request header blocks are encoded once, with static-table references and
   literals that are never indexed, so one block is valid verbatim for every
   call and the decoder's dynamic table on the server never grows from us.
@@ -14,6 +16,9 @@ Rules of this module:
   such blocks are cached by their bytes; any table change drops the cache.
 - Flow control is honoured both ways: our receive windows are opened wide once
   and topped up, our sends respect the server's connection and stream windows.
+- A call's request may be one message sent with END_STREAM (unary, and the
+  one-shot use of a streaming method), or a stream kept open for more
+  messages (`send_message`) until `end_call` or `cancel_call`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ __all__ = [
     "ProtocolError",
     "ClientConn",
     "encode_request_headers",
+    "split_messages",
     "encode_frame",
     "grpc_message",
 ]
@@ -105,12 +111,12 @@ def _literal_new_name(name: bytes, value: bytes) -> bytes:
 
 
 def encode_request_headers(
-    path: str, authority: str, metadata: tuple[tuple[str, str], ...] = ()
+    path: str, authority: str, metadata: tuple[tuple[str, str], ...] = (), *, tls: bool = False
 ) -> bytes:
     """A gRPC request header block that can be sent unchanged on every call."""
     block = [
         b"\x83",  # :method POST (static 3)
-        b"\x86",  # :scheme http (static 6)
+        b"\x87" if tls else b"\x86",  # :scheme https (static 7) or http (static 6)
         _literal_indexed_name(4, path.encode()),  # :path
         _literal_indexed_name(1, authority.encode()),  # :authority
         _literal_indexed_name(31, b"application/grpc"),  # content-type
@@ -126,24 +132,51 @@ def grpc_message(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-class _Stream:
-    __slots__ = ("status", "grpc_status", "grpc_message", "data_bytes")
+def split_messages(buf: bytearray) -> list[bytes]:
+    """Takes the complete gRPC messages off the front of `buf` (in place)."""
+    out = []
+    pos = 0
+    while len(buf) - pos >= 5:
+        length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+        if len(buf) - pos - 5 < length:
+            break
+        if buf[pos]:
+            raise ProtocolError("compressed gRPC message, although none was asked for")
+        out.append(bytes(buf[pos + 5 : pos + 5 + length]))
+        pos += 5 + length
+    del buf[:pos]
+    return out
 
-    def __init__(self) -> None:
+
+class _Stream:
+    __slots__ = (
+        "status", "grpc_status", "grpc_message", "data_bytes", "send_window",
+        "pending", "pending_end", "local_ended", "collected", "recv_consumed_bytes",
+    )
+
+    def __init__(self, send_window: int, collect: bool) -> None:
         self.status = ""
         self.grpc_status = ""
         self.grpc_message = ""
         self.data_bytes = 0
+        self.send_window = send_window  # the server's window for this stream
+        self.pending = b""  # request bytes waiting for window
+        self.pending_end = False  # END_STREAM goes with the last pending byte
+        self.local_ended = False  # END_STREAM queued (or sent)
+        # Response DATA not yet split into messages; None when not collected.
+        self.collected: bytearray | None = bytearray() if collect else None
+        self.recv_consumed_bytes = 0
 
 
 class ClientConn:
-    """One HTTP/2 connection carrying gRPC calls whose request fits one message.
+    """One HTTP/2 connection carrying gRPC calls.
 
     Usage: `initiate()`, then `start_call(headers_block, message)` per call,
     `receive(bytes)` for what the socket read, `data_to_send()` for what to
     write. A call finishes exactly once, as a tuple in the list `receive()`
     returns: `(stream_id, grpc_status, detail)`, grpc_status -1 meaning a
-    transport failure (reset stream, refused by GOAWAY, connection lost).
+    transport failure (reset stream, refused by GOAWAY, connection lost);
+    a call ended with `cancel_call` never finishes.
     """
 
     def __init__(self, *, recv_window_refill_bytes: int = 1 << 30) -> None:
@@ -166,9 +199,11 @@ class ClientConn:
         self._stream_window_initial = DEFAULT_WINDOW
         self._max_frame_size = DEFAULT_FRAME_SIZE
         self.max_concurrent_streams = 2**32 - 1
-        # Streams whose request DATA waits for window: sid -> [data, stream_window].
-        self._blocked: collections.OrderedDict[int, list] = collections.OrderedDict()
+        # Streams with request bytes waiting for window, oldest first.
+        self._blocked: collections.OrderedDict[int, _Stream] = collections.OrderedDict()
 
+        # Response messages of collected calls, in arrival order: (stream_id, message).
+        self.messages: list[tuple[int, bytes]] = []
         self.settings_received = False
         self.goaway_last_stream_id: int | None = None
         self.closed = False
@@ -201,50 +236,86 @@ class ClientConn:
             and self._next_stream_id <= STREAM_ID_MAX
         )
 
-    def start_call(self, headers_block: bytes, message: bytes) -> int:
+    def start_call(
+        self, headers_block: bytes, message: bytes, *, end_stream: bool = True, collect: bool = False
+    ) -> int:
         """Queue HEADERS and the DATA of one call; returns its stream id.
 
         `message` is already gRPC-framed (see `grpc_message`). The caller
-        checks `can_start_call()` first.
+        checks `can_start_call()` first. With `end_stream=False` the request
+        side stays open for `send_message`; with `collect=True` the response
+        messages are queued in `messages`.
         """
         assert self.can_start_call()
         sid = self._next_stream_id
         self._next_stream_id += 2
-        self._streams[sid] = _Stream()
+        stream = _Stream(self._stream_window_initial, collect)
+        self._streams[sid] = stream
         length = len(headers_block)
         headers_head = _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, HEADERS, FLAG_END_HEADERS, sid)
         length = len(message)
         if (
             not self._blocked
             and length <= self._send_window
-            and length <= self._stream_window_initial
+            and length <= stream.send_window
             and length <= self._max_frame_size
         ):
             self._send_window -= length
-            data_head = _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, DATA, FLAG_END_STREAM, sid)
+            stream.send_window -= length
+            stream.local_ended = end_stream
+            flags = FLAG_END_STREAM if end_stream else 0
+            data_head = _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, DATA, flags, sid)
             self._out.append(b"".join((headers_head, headers_block, data_head, message)))
         else:
             self._out.append(headers_head + headers_block)
-            self._blocked[sid] = [message, self._stream_window_initial]
-            self._flush_blocked()
+            self._queue(sid, stream, message, end_stream)
         return sid
+
+    def send_message(self, sid: int, message: bytes, *, end_stream: bool = False) -> None:
+        """Another request message (gRPC-framed) on an open call."""
+        stream = self._streams[sid]
+        assert not stream.local_ended, "request side already ended"
+        self._queue(sid, stream, message, end_stream)
+
+    def end_call(self, sid: int) -> None:
+        """Half-close: no more request messages on this call."""
+        stream = self._streams.get(sid)
+        if stream is not None and not stream.local_ended:
+            self._queue(sid, stream, b"", True)
+
+    def cancel_call(self, sid: int) -> None:
+        """RST_STREAM CANCEL; the call is forgotten and never finishes."""
+        if self._streams.pop(sid, None) is not None:
+            self._blocked.pop(sid, None)
+            self._out.append(encode_frame(RST_STREAM, 0, sid, (8).to_bytes(4, "big")))
+
+    def _queue(self, sid: int, stream: _Stream, message: bytes, end_stream: bool) -> None:
+        stream.pending += message
+        stream.pending_end = end_stream
+        stream.local_ended = end_stream
+        self._blocked[sid] = stream
+        self._flush_blocked()
 
     def _flush_blocked(self) -> None:
         for sid in list(self._blocked):
-            entry = self._blocked[sid]
-            message, stream_window = entry
-            while message:
-                chunk = min(len(message), self._send_window, stream_window, self._max_frame_size)
-                if chunk <= 0:
+            stream = self._blocked[sid]
+            message = stream.pending
+            while True:
+                chunk = min(len(message), self._send_window, stream.send_window, self._max_frame_size)
+                if chunk <= 0 and message:
                     break
-                flags = FLAG_END_STREAM if chunk == len(message) else 0
-                self._out.append(encode_frame(DATA, flags, sid, bytes(message[:chunk])))
+                last = chunk == len(message)
+                flags = FLAG_END_STREAM if last and stream.pending_end else 0
+                if chunk or flags:
+                    self._out.append(encode_frame(DATA, flags, sid, bytes(message[:chunk])))
                 self._send_window -= chunk
-                stream_window -= chunk
+                stream.send_window -= chunk
                 message = message[chunk:]
-            if message:
-                entry[0], entry[1] = message, stream_window
-            else:
+                if not message:
+                    break
+            stream.pending = message
+            if not message:
+                stream.pending_end = False
                 del self._blocked[sid]
             if self._send_window <= 0:
                 break
@@ -261,7 +332,8 @@ class ClientConn:
     def receive(self, data: bytes) -> list[tuple[int, int, str]]:
         """Feed bytes read from the socket; returns the calls that finished.
 
-        An empty `data` means the server closed the connection.
+        An empty `data` means the server closed the connection. Response
+        messages of collected calls go to `messages` first.
         """
         done: list[tuple[int, int, str]] = []
         if not data:
@@ -287,6 +359,8 @@ class ClientConn:
                 stream = streams.get(sid)
                 if stream is not None:
                     stream.data_bytes += length
+                    if stream.collected is not None:
+                        self._collect(sid, stream, buf, start, pos, flags)
                     if flags & FLAG_END_STREAM:
                         self._finish(done, sid, stream, None)
             elif ftype == HEADERS:
@@ -316,6 +390,20 @@ class ClientConn:
             self._recv_consumed_bytes = 0
             self._out.append(encode_frame(WINDOW_UPDATE, 0, 0, increment.to_bytes(4, "big")))
         return done
+
+    def _collect(self, sid: int, stream: _Stream, buf: bytes, start: int, end: int, flags: int) -> None:
+        if flags & FLAG_PADDED:
+            pad = buf[start]
+            start, end = start + 1, end - pad
+        stream.collected += buf[start:end]
+        for message in split_messages(stream.collected):
+            self.messages.append((sid, message))
+        # A long-lived stream would exhaust its window some day: top it up.
+        stream.recv_consumed_bytes += end - start
+        if stream.recv_consumed_bytes >= self._recv_refill_bytes:
+            increment = stream.recv_consumed_bytes
+            stream.recv_consumed_bytes = 0
+            self._out.append(encode_frame(WINDOW_UPDATE, 0, sid, increment.to_bytes(4, "big")))
 
     def _table_state(self) -> tuple:
         table = self._decoder.header_table
@@ -364,6 +452,8 @@ class ClientConn:
     def _finish(self, done: list, sid: int, stream: _Stream, failure: str | None) -> None:
         del self._streams[sid]
         self._blocked.pop(sid, None)
+        if failure is None and stream.collected:
+            failure = "response ended inside a gRPC message"
         if failure is not None:
             done.append((sid, -1, failure))
         elif stream.status != "200":
@@ -389,8 +479,10 @@ class ClientConn:
             increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             if sid == 0:
                 self._send_window += increment
-            elif sid in self._blocked:
-                self._blocked[sid][1] += increment
+            else:
+                stream = self._streams.get(sid)
+                if stream is not None:
+                    stream.send_window += increment
             if self._blocked:
                 self._flush_blocked()
         elif ftype == PING:
@@ -420,8 +512,8 @@ class ClientConn:
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 delta = value - self._stream_window_initial
                 self._stream_window_initial = value
-                for entry in self._blocked.values():
-                    entry[1] += delta
+                for stream in self._streams.values():
+                    stream.send_window += delta
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 self._max_frame_size = value
             elif key == SETTINGS_MAX_CONCURRENT_STREAMS:

@@ -1,4 +1,4 @@
-"""The load generator end to end against a grpcio server (counting, not timing)."""
+"""The load engine end to end against a grpcio server (counting, not timing)."""
 
 import collections
 import concurrent.futures
@@ -9,9 +9,10 @@ import threading
 import grpc
 import pytest
 
-from benchmarks import h2load, unary_noop
-from benchmarks.report import summarize
+from benchmarks import unary_noop
 from proto.etcdserverpb import rpc_pb2
+from trietcd.tools.benchmark import load, messages
+from trietcd.tools.benchmark.report import summarize
 
 
 class KVServer:
@@ -49,16 +50,21 @@ def config(port, **overrides):
         conns=3,
         clients=7,
         total=300,
-        messages=h2load.make_messages(h2load.PUT_METHOD, 8, 16, 1, False, 1),
+        workload=load.Workload(kind="put", val_size=16),
         stall_timeout_s=20.0,
     )
     values.update(overrides)
-    return h2load.LoadConfig(**values)
+    return load.LoadConfig(**values)
+
+
+def run(config):
+    (stats,) = load.run_load(config)
+    return stats
 
 
 def test_every_call_is_counted_and_sent_as_a_put_request():
     with KVServer() as server:
-        stats = h2load.run_load(config(server.port))
+        stats = run(config(server.port))
     assert stats.calls_ok == 300 and stats.calls_failed == 0
     assert len(server.requests) == 1
     ((key, value), count), = server.requests.items()
@@ -67,9 +73,9 @@ def test_every_call_is_counted_and_sent_as_a_put_request():
 
 
 def test_failed_calls_are_counted_by_status():
-    messages = h2load.make_messages(h2load.PUT_METHOD, 8, 0, 3, True, 1)  # keys 0, 1, 2 in turn
+    workload = load.Workload(kind="put", val_size=0, key_space_size=3, sequential=True)  # keys 0, 1, 2
     with KVServer() as server:
-        stats = h2load.run_load(config(server.port, messages=messages))
+        stats = run(config(server.port, workload=workload))
     assert sum(server.requests.values()) == 300
     assert stats.calls_ok == 200
     assert stats.errors == (("rpc error: code = NotFound desc = no such thing", 100),)
@@ -77,19 +83,19 @@ def test_failed_calls_are_counted_by_status():
 
 def test_several_worker_processes_share_the_total():
     with KVServer() as server:
-        stats = h2load.run_load(config(server.port, procs=2, total=101))
+        stats = run(config(server.port, procs=2, total=101))
     assert stats.calls_ok == 101
     assert sum(server.requests.values()) == 101
 
 
 def test_connections_and_clients_are_split_over_processes():
-    shares = h2load._shares(config(1, conns=5, clients=11, total=1000, procs=2))
+    shares = load.shares_of(config(1, conns=5, clients=11, total=1000, procs=2))
     assert [len(s.conn_endpoints) for s in shares] == [3, 2]
     assert [s.clients for s in shares] == [6, 5]
     assert [s.total for s in shares] == [500, 500]
-    assert [s.message_offset for s in shares] == [0, 500]
+    assert [s.offset for s in shares] == [0, 500]
     # Never more processes than connections.
-    assert len(h2load._shares(config(1, conns=1, clients=10, procs=4))) == 1
+    assert len(load.shares_of(config(1, conns=1, clients=10, procs=4))) == 1
 
 
 def test_a_server_that_hangs_up_gives_errors_not_a_hang():
@@ -107,36 +113,12 @@ def test_a_server_that_hangs_up_gives_errors_not_a_hang():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        stats = h2load.run_load(config(port, conns=2, clients=2, total=50))
+        stats = run(config(port, conns=2, clients=2, total=50))
     finally:
         thread.join(timeout=10)
         listener.close()
     assert stats.calls_ok == 0
     assert stats.calls_failed == 50
-
-
-def test_benchmark_keys_match_etcds_varint_keys():
-    assert h2load.benchmark_key(0, 8) == bytes(8)
-    assert h2load.benchmark_key(1, 4) == b"\x02\x00\x00\x00"
-    assert h2load.benchmark_key(300, 3) == b"\xd8\x04\x00"
-
-
-def test_put_request_encoding_matches_protobuf():
-    hand = h2load._bytes_field(1, b"key") + h2load._bytes_field(2, b"v" * 200)
-    assert hand == rpc_pb2.PutRequest(key=b"key", value=b"v" * 200).SerializeToString()
-
-
-def test_cli_exit_status_reflects_failures(capsys):
-    with KVServer() as server:
-        endpoint = f"127.0.0.1:{server.port}"
-        ok = h2load.main(["--endpoints", endpoint, "--total", "20", "--clients", "2", "--json"])
-        assert ok == 0
-        assert '"calls_ok": 20' in capsys.readouterr().out
-        failing = h2load.main(
-            ["--endpoints", endpoint, "--total", "20", "--key-space-size", "2", "--sequential-keys"]
-        )
-        assert failing == 1
-        assert "Error distribution:\n  [10]\trpc error: code = NotFound" in capsys.readouterr().out
 
 
 def test_side_by_side_table_lists_each_target_and_ratio():
@@ -172,7 +154,7 @@ def test_unary_noop_starts_and_stops_etcd(capsys):
         pytest.skip("etcd 3.5.1 binary not installed")
     with unary_noop.Servers() as servers:
         target = servers.start_etcd_style("etcd", str(etcd))
-        stats = h2load.run_load(config(target.endpoint.rpartition(":")[2], total=50))
+        stats = run(config(target.endpoint.rpartition(":")[2], total=50))
         assert stats.calls_ok == 50
         proc = servers._procs[0]
     assert proc.poll() is not None  # stopped on exit

@@ -53,17 +53,21 @@ def test_streaming_flags():
 
 
 @pytest.mark.parametrize(
-    "path, message",
+    "path, code, message",
     [
-        ("/etcdserverpb.Foo/Bar", "unknown service etcdserverpb.Foo"),
-        ("/etcdserverpb.KV/Bar", "unknown method Bar for service etcdserverpb.KV"),
-        ("nonsense", 'malformed method name: "nonsense"'),
-        ("/", 'malformed method name: "/"'),
+        ("/etcdserverpb.Foo/Bar", Status.UNIMPLEMENTED, "unknown service etcdserverpb.Foo"),
+        ("/etcdserverpb.KV/Bar", Status.UNIMPLEMENTED, "unknown method Bar for service etcdserverpb.KV"),
+        ("etcdserverpb.KV/Bar", Status.UNIMPLEMENTED, "unknown method Bar for service etcdserverpb.KV"),
+        ("//Bar", Status.UNIMPLEMENTED, "unknown service "),
+        # grpc-go 1.41 (etcd 3.5.1) answers a name without a slash with RESOURCE_EXHAUSTED.
+        ("nonsense", Status.RESOURCE_EXHAUSTED, 'malformed method name: "nonsense"'),
+        ("/", Status.RESOURCE_EXHAUSTED, 'malformed method name: "/"'),
+        ("/nope", Status.RESOURCE_EXHAUSTED, 'malformed method name: "/nope"'),
     ],
 )
-def test_unknown_method_errors_match_grpc_go(path, message):
+def test_unknown_method_errors_match_grpc_go(path, code, message):
     err = _kv_registry().unknown_method_error(path)
-    assert (err.code, err.message) == (Status.UNIMPLEMENTED, message)
+    assert (err.code, err.message) == (code, message)
 
 
 @pytest.mark.parametrize(

@@ -99,11 +99,17 @@ class Registry:
         return self._methods.get(path)
 
     def unknown_method_error(self, path: str) -> GrpcError:
-        """The error grpc-go gives for a path no service answers."""
-        slash = path.rfind("/")
-        if not path.startswith("/") or slash <= 0:
-            return GrpcError(Status.UNIMPLEMENTED, f"malformed method name: {_go_quote(path)}")
-        service, name = path[1:slash], path[slash + 1 :]
+        """The error grpc-go gives for a path no service answers.
+
+        grpc-go drops one leading slash and splits at the last one; a name
+        without a slash is refused with RESOURCE_EXHAUSTED (its choice, kept
+        because clients see it).
+        """
+        name = path[1:] if path.startswith("/") else path
+        slash = name.rfind("/")
+        if slash < 0:
+            return GrpcError(Status.RESOURCE_EXHAUSTED, f"malformed method name: {_go_quote(path)}")
+        service, name = name[:slash], name[slash + 1 :]
         if service in self._services:
             return GrpcError(Status.UNIMPLEMENTED, f"unknown method {name} for service {service}")
         return GrpcError(Status.UNIMPLEMENTED, f"unknown service {service}")

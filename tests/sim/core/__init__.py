@@ -1,0 +1,1 @@
+"""Seeded simulation of RawNodes over a faulty network (see sim.py)."""

@@ -79,6 +79,7 @@ BAD_ARGS = {
     "bad-choice": ["--initial-cluster-state=weird"],
     "positional-arg": ["extra-arg"],
     "missing-config-file": ["--config-file=/nonexistent/trietcd-e2e.yaml"],
+    "config-is-not-a-flag": ["--config", "node.yaml"],  # etcd's flag is --config-file
 }
 
 

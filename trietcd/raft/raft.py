@@ -328,6 +328,8 @@ class Raft:
         return True
 
     def increase_uncommitted_size(self, ents) -> bool:
+        if self.max_uncommitted_size == NO_LIMIT:
+            return True  # nothing to enforce, nothing to track
         s = payload_size(ents)
         if self.uncommitted_size > 0 and s > 0 and self.uncommitted_size + s > self.max_uncommitted_size:
             # Always admit at least one proposal, however large, when none is pending.

@@ -79,8 +79,9 @@ BAD_ARGS = {
     "bad-choice": ["--initial-cluster-state=weird"],
     "positional-arg": ["extra-arg"],
     "missing-config-file": ["--config-file=/nonexistent/trietcd-e2e.yaml"],
-    # etcd 3.5.1 reads the file named by --config-file; `--config` takes no value
-    # there, so the path after it is a stray argument and etcd refuses to start.
+    # etcd 3.5.1 reads the file named by --config-file; `--config` is an ignored
+    # flag that takes no separate value (`--config=x` is accepted and dropped),
+    # so the path after it is a stray argument and etcd refuses to start.
     "config-without-file": ["--config", "node.yaml"],
 }
 

@@ -266,8 +266,8 @@ def test_version():
         parse(["--version"], {"ETCD_MAX_TXN_OPS": "junk"}, stdout=out)
     assert info.value.code == 0
     lines = out.getvalue().splitlines()
-    assert lines[0] == "trietcd Version: 0.1.0"
-    assert lines[1] == "etcd Version: 3.5.1"
+    assert lines[0] == "etcd Version: 3.5.1"
+    assert lines[1] == "trietcd Version: 0.1.0"
     assert [l.split(":")[0] for l in lines[2:]] == ["Git SHA", "Python Version", "OS/Arch"]
 
 

@@ -103,7 +103,7 @@ def test_connection_close_request():
     conn.receive_data(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     conn.next_event()
     out = respond(conn, Response(200, (), b"ok"), date="")
-    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nok"
     assert not conn.keep_alive
     assert conn.next_event() is CLOSED
 
@@ -112,14 +112,14 @@ def test_http10_closes_unless_keep_alive():
     conn = ServerConnection()
     conn.receive_data(b"GET /a HTTP/1.0\r\n\r\n")
     conn.next_event()
-    assert respond(conn, Response(200, (), b"ok"), date="") == b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert respond(conn, Response(200, (), b"ok"), date="") == b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok"
     assert conn.next_event() is CLOSED
 
     conn = ServerConnection()
     conn.receive_data(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     conn.next_event()
     out = respond(conn, Response(200, (), b"ok"), date="")
-    assert out == b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+    assert out == b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: keep-alive\r\n\r\nok"
     assert conn.next_event() is NEED_DATA
 
 
@@ -128,7 +128,7 @@ def test_head_response_has_no_body():
     conn.receive_data(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.next_event()
     assert respond(conn, Response(405, (), b"Method Not Allowed\n"), date="") == (
-        b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 19\r\n\r\n")
+        b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 19\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
 
 
 async def _never():  # an async-iterator body; only its type matters to the core

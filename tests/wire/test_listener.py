@@ -227,7 +227,7 @@ async def test_streamed_body_end_allows_next_request():
             client, b"GET /s HTTP/1.1\r\nHost: x\r\n\r\nGET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         out = await read_all(client)
     assert b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n" in out
-    assert out.endswith(b"Content-Length: 5\r\nConnection: close\r\n\r\nplain")
+    assert out.endswith(b"Content-Length: 5\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nplain")
 
 
 # -- deadlines (virtual time) ------------------------------------------------------------------

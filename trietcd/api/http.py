@@ -81,7 +81,8 @@ def _health_handler(health: HealthCheck, metrics: metrics_mod.Registry):
         body = '{"health":"%s","reason":%s}' % ("true" if healthy else "false", go_json_string(reason))
         if not healthy:
             return _go_error(503, body)
-        return Response(200, (("Content-Type", _TEXT),), body.encode())
+        # etcd sets no Content-Type here: Go sniffs one and writes it last.
+        return Response(200, (), body.encode())
 
     return serve_health
 

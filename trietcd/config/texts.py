@@ -171,8 +171,9 @@ def help_text() -> str:
 def version_text() -> str:
     machine = platform.machine().lower()
     arch = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}.get(machine, machine)
-    return (f"trietcd Version: {trietcd.__version__}\n"
-            f"etcd Version: {trietcd.etcd_version}\n"
+    # etcd's own first line first: scripts read `etcd --version | head -1`.
+    return (f"etcd Version: {trietcd.etcd_version}\n"
+            f"trietcd Version: {trietcd.__version__}\n"
             f"Git SHA: Not provided\n"
             f"Python Version: {platform.python_version()}\n"
             f"OS/Arch: {platform.system().lower()}/{arch}\n")

@@ -134,6 +134,17 @@ def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
+def sniff_content_type(body: bytes) -> str:
+    """The Content-Type Go's http.DetectContentType gives the bodies servers
+    here send: HTML, text or opaque bytes."""
+    text = bytes(body[:512]).lstrip(b"\t\n\x0c\r ")
+    if text[:1] == b"<" and text[1:2].isalpha():
+        return "text/html; charset=utf-8"
+    if any(b < 0x20 and b not in (0x09, 0x0A, 0x0C, 0x0D, 0x1B) for b in text):
+        return "application/octet-stream"
+    return "text/plain; charset=utf-8"
+
+
 def split_target(target: str) -> tuple[str, str]:
     """(path, query) of a request target in origin form ("/a?b") or absolute form
     ("http://host/a?b"); "*" gives ("*", "")."""
@@ -374,24 +385,31 @@ class ServerConnection:
         assert head is not None
         streamed = not isinstance(response.body, (bytes, bytearray))
         lines = [f"{'HTTP/1.0' if head.http10 else 'HTTP/1.1'} {response.status} {reason_phrase(response.status)}"]
-        for name, value in response.headers:
+        # Go's net/http writes the handler's headers sorted by name, then the
+        # ones it adds itself: Date, Content-Length, a sniffed Content-Type,
+        # Connection, Transfer-Encoding. Clients that compare bytes see the same.
+        has_type = False
+        for name, value in sorted(response.headers, key=lambda item: item[0]):
             assert name.lower() not in ("content-length", "transfer-encoding", "connection"), name
+            has_type = has_type or name.lower() == "content-type"
             lines.append(f"{name}: {value}")
         if date:
             lines.append(f"Date: {date}")
         no_body = response.status < 200 or response.status in (204, 304)
+        if not streamed and not no_body:
+            lines.append(f"Content-Length: {len(response.body)}")
+            if not has_type and response.body:
+                lines.append(f"Content-Type: {sniff_content_type(response.body)}")
         if streamed:
             if head.http10:
                 self._response_keep_alive = False
-            elif not no_body:
-                lines.append("Transfer-Encoding: chunked")
             self._response_chunked = not head.http10
-        elif not no_body:
-            lines.append(f"Content-Length: {len(response.body)}")
         if not self._response_keep_alive and not head.http10:
             lines.append("Connection: close")
         elif self._response_keep_alive and head.http10:
             lines.append("Connection: keep-alive")
+        if streamed and not head.http10 and not no_body:
+            lines.append("Transfer-Encoding: chunked")
         out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if streamed:
             self._state = _SEND_BODY

@@ -1,6 +1,7 @@
 """The load generator's HTTP/2 client core against `h2` as an independent server."""
 
 import h2.config
+import h2.errors
 import h2.connection
 import h2.events
 import h2.settings
@@ -256,3 +257,82 @@ def test_push_promise_is_a_protocol_error():
     frame = grpc_h2.encode_frame(grpc_h2.PUSH_PROMISE, grpc_h2.FLAG_END_HEADERS, 1, b"\x00\x00\x00\x02")
     with pytest.raises(grpc_h2.ProtocolError):
         client.receive(frame)
+
+
+def _request_data(events, sid):
+    return b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == sid)
+
+
+def _ended(events, sid):
+    return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in events)
+
+
+@pytest.mark.parametrize("one_byte_at_a_time", [False, True])
+def test_open_stream_carries_several_messages_both_ways(one_byte_at_a_time):
+    client, server = make_pair()
+    first, second = grpc_h2.grpc_message(b"one"), grpc_h2.grpc_message(b"two")
+    sid = client.start_call(BLOCK, first, end_stream=False, collect=True)
+    client.send_message(sid, second)
+    events, _ = pump(client, server)
+    assert _request_data(events, sid) == first + second and not _ended(events, sid)
+    server.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+    reply = grpc_h2.grpc_message(b"a") + grpc_h2.grpc_message(b"") + grpc_h2.grpc_message(b"b" * 70)
+    server.send_data(sid, reply[:9])  # messages split across DATA frames
+    server.send_data(sid, reply[9:], pad_length=5)
+    _, done = pump(client, server, one_byte_at_a_time)
+    assert done == []
+    assert client.messages == [(sid, b"a"), (sid, b""), (sid, b"b" * 70)]
+    client.end_call(sid)
+    events, _ = pump(client, server)
+    assert _ended(events, sid)
+    server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+    _, done = pump(client, server)
+    assert done == [(sid, 0, "")]
+
+
+def test_messages_are_not_kept_for_calls_that_do_not_collect():
+    client, server = make_pair()
+    sid = client.start_call(BLOCK, grpc_h2.grpc_message(b""))
+    pump(client, server)
+    respond(server, sid, body=b"\x0a\x02hi")
+    _, done = pump(client, server)
+    assert done == [(sid, 0, "")] and client.messages == []
+
+
+def test_cancel_resets_the_stream_and_forgets_the_call():
+    client, server = make_pair()
+    sid = client.start_call(BLOCK, grpc_h2.grpc_message(b"x"), end_stream=False, collect=True)
+    pump(client, server)
+    client.cancel_call(sid)
+    events, done = pump(client, server)
+    resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert [(e.stream_id, e.error_code) for e in resets] == [(sid, h2.errors.ErrorCodes.CANCEL)]
+    assert done == [] and client.open_streams == 0
+
+
+def test_an_open_stream_waits_for_its_own_window():
+    client, server = make_pair({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10})
+    pump(client, server)  # settings applied: every stream may send 10 bytes
+    sid = client.start_call(BLOCK, grpc_h2.grpc_message(b"12345"), end_stream=False)  # 10 bytes
+    client.send_message(sid, grpc_h2.grpc_message(b"67890"))  # waits
+    events, _ = pump(client, server)
+    assert _request_data(events, sid) == grpc_h2.grpc_message(b"12345")
+    server.acknowledge_received_data(10, sid)
+    events, _ = pump(client, server)
+    assert _request_data(events, sid) == grpc_h2.grpc_message(b"67890")
+
+
+def test_a_response_cut_inside_a_message_is_a_failure():
+    client, server = make_pair()
+    sid = client.start_call(BLOCK, grpc_h2.grpc_message(b""), collect=True)
+    pump(client, server)
+    server.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+    server.send_data(sid, grpc_h2.grpc_message(b"whole")[:7])
+    server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+    _, done = pump(client, server)
+    assert done == [(sid, -1, "response ended inside a gRPC message")]
+
+
+def test_tls_header_block_says_https():
+    headers = hpack.Decoder().decode(grpc_h2.encode_request_headers(PATH, "h:1", tls=True))
+    assert headers[1] == (":scheme", "https")

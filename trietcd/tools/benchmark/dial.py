@@ -178,7 +178,7 @@ def leader_endpoints(endpoint: str, options: DialOptions) -> list[str]:
     link = dial(endpoint, options)
     try:
         status = messages.fields(link.call("/etcdserverpb.Maintenance/Status", b""))
-        leader = messages.first(status, 5)
+        leader = messages.first(status, 4)  # StatusResponse.leader
         members = messages.fields(link.call("/etcdserverpb.Cluster/MemberList", b""))
     finally:
         link.close()

@@ -16,7 +16,8 @@ import trio
 
 from trietcd import config as config_mod
 from trietcd.config.host import detect_default_host
-from trietcd.log import logger
+from trietcd.log import bridge_stdlib_logging, logger
+from trietcd.wire.listener import ListenError
 
 __all__ = ["main", "serve"]
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     logger.set_level(config.log_level)
     logger.set_output(_log_output(config.log_outputs))
+    bridge_stdlib_logging(logger)
     now = _now()
     for line in config.log:
         text = config_mod.render_line(line, now)
@@ -51,13 +53,27 @@ def main(argv: list[str] | None = None) -> None:
             out.write(text)
             out.flush()
     try:
-        trio.run(serve, config)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
+        signum = trio.run(serve, config)
+    except* ListenError as group:
         # A listener that cannot bind: etcd logs it as fatal and exits 1.
-        logger.log("fatal", "discovery failed", caller="etcdmain/etcd.go", error=str(exc))
+        error = str(_first_leaf(group))
+        logger.log("warn", "failed to start etcd", caller="etcdmain/etcd.go:145", error=error)
+        logger.log("fatal", "discovery failed", caller="etcdmain/etcd.go:203", error=error)
         sys.exit(1)
+    if signum is not None:
+        # Like etcd, after a graceful stop the process ends by the signal it
+        # got, so supervisors see "killed by SIGTERM", not an exit code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _log_output(outputs):
@@ -81,7 +97,8 @@ def _now() -> float:
     return time.time()
 
 
-async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> int | None:
+    """Serves until SIGINT or SIGTERM; returns the signal that stopped it."""
     from trietcd.api import build_registry
     from trietcd.api.gateway import gateway_app
     from trietcd.api.http import http_app, metrics_app
@@ -151,6 +168,7 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         caller="etcdserver/raft.go",
         **{"local-member-id": f"{member.id:x}", "cluster-id": f"{member.cluster_id:x}"},
     )
+    stopped_by = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(member.run, listeners)
@@ -162,8 +180,10 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
                     signal=_GO_SIGNAL_NAMES.get(signum, str(signum)),
                 )
                 await member.stop(connections.shutdown, SHUTDOWN_GRACE_S)
+                stopped_by = signum
                 break
             nursery.cancel_scope.cancel()
+    return stopped_by
 
 
 def _prepare_data_dir(path: str) -> None:

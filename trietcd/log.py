@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-__all__ = ["Logger", "LEVELS", "logger"]
+__all__ = ["Logger", "LEVELS", "logger", "bridge_stdlib_logging"]
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "panic": 4, "fatal": 5}
 
@@ -68,3 +68,39 @@ class Logger:
 
 # The process-wide logger; cli.main sets its level from --log-level.
 logger = Logger()
+
+
+class _StdlibBridge:
+    """Routes records of the standard `logging` module (used by the transport)
+    into etcd-shaped JSON lines."""
+
+    _LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "error"}
+
+    def __init__(self, target: Logger) -> None:
+        import logging
+
+        class Handler(logging.Handler):
+            def emit(handler_self, record: logging.LogRecord) -> None:
+                fields: dict[str, Any] = {}
+                if record.exc_info and record.exc_info[1] is not None:
+                    fields["error"] = repr(record.exc_info[1])
+                    if target.level == "debug":
+                        fields["stacktrace"] = logging.Formatter().formatException(record.exc_info)
+                target.log(
+                    self._LEVELS.get(record.levelname, "info"),
+                    record.getMessage(),
+                    caller=f"{record.module}.py:{record.lineno}",
+                    **fields,
+                )
+
+        self.handler = Handler()
+
+
+def bridge_stdlib_logging(target: Logger | None = None) -> None:
+    import logging
+
+    target = target or logger
+    root = logging.getLogger("trietcd")
+    root.handlers[:] = [_StdlibBridge(target).handler]
+    root.setLevel(logging.DEBUG if target.level == "debug" else logging.INFO)
+    root.propagate = False

@@ -4,7 +4,7 @@ from trietcd.wire.grpc_call import GrpcError, Method, Registry, Status
 from trietcd.wire.h2_conn import H2Limits
 from trietcd.wire.conn import Call, ConnectionSet, serve_h2
 from trietcd.wire.http1 import BodyWriter, HttpApp, Request, Response, StreamingBody
-from trietcd.wire.listener import serve_http1, serve_url
+from trietcd.wire.listener import ListenError, serve_http1, serve_url
 from trietcd.wire.tls import server_context
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "StreamingBody",
     "serve_http1",
     "serve_url",
+    "ListenError",
     "server_context",
 ]

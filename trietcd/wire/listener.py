@@ -31,7 +31,7 @@ from trietcd.wire import http1, sniff
 from trietcd.wire.grpc_call import Registry
 from trietcd.wire.h2_conn import H2Limits
 
-__all__ = ["serve_url", "serve_http1", "PrefixedStream", "parse_url", "HTTPS_PLAINTEXT_ANSWER"]
+__all__ = ["serve_url", "serve_http1", "ListenError", "PrefixedStream", "parse_url", "HTTPS_PLAINTEXT_ANSWER"]
 
 log = logging.getLogger("trietcd.wire.listener")
 
@@ -117,12 +117,17 @@ async def serve_url(
     if scheme in ("http", "unix"):
         # etcd ignores key and cert files for a plain http:// URL.
         ssl_context = None
-    if port is None:
-        listeners = [_open_unix_listener(host)]
-        address = host
-    else:
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
-        address = listeners[0].socket.getsockname()[:2]
+    try:
+        if port is None:
+            listeners = [_open_unix_listener(host)]
+            address = host
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
+            address = listeners[0].socket.getsockname()[:2]
+    except OSError as exc:
+        network, where = ("unix", host) if port is None else ("tcp", f"{host}:{port}")
+        reason = (exc.strerror or str(exc)).lower()
+        raise ListenError(f"listen {network} {where}: bind: {reason}") from exc
 
     async def handle(stream: trio.abc.Stream) -> None:
         peer = _peer_of(stream)
@@ -152,6 +157,10 @@ async def serve_url(
     finally:
         if port is None:
             _remove_socket_file(host)
+
+
+class ListenError(OSError):
+    """A URL that cannot be bound; the message reads like Go's net.Listen error."""
 
 
 def _open_unix_listener(path: str) -> trio.SocketListener:

@@ -21,6 +21,8 @@ __all__ = [
     "authenticate",
     "leader_endpoints",
     "split_endpoint",
+    "send_nowait",
+    "recv_nowait",
     "STATUS_NAMES",
     "error_text",
 ]
@@ -134,6 +136,27 @@ class Link:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def send_nowait(sock: socket.socket, out: bytes) -> bytes:
+    """Sends what a non-blocking (TLS) socket takes now; returns the rest. Raises OSError."""
+    try:
+        sent = sock.send(out)
+    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        sent = 0
+    return out[sent:]
+
+
+def recv_nowait(sock: socket.socket) -> bytes | None:
+    """What a non-blocking (TLS) socket has; None if nothing yet, b"" at EOF. Raises OSError.
+
+    A TLS socket may hold decrypted bytes that epoll cannot see: callers
+    read again while `sock.pending()`.
+    """
+    try:
+        return sock.recv(262144)
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return None
 
 
 def dial(endpoint: str, options: DialOptions, context: ssl.SSLContext | None = None) -> Link:

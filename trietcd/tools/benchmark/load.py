@@ -324,14 +324,13 @@ class _Loop:
     def _read(self, conn: _Conn) -> None:
         while True:
             try:
-                data = conn.sock.recv(262144)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                return
+                data = dial.recv_nowait(conn.sock)
             except OSError as exc:
                 self._kill(conn, f"connection error: {exc}")
                 return
+            if data is None:
+                return
             self._received(conn, data)
-            # A TLS socket may hold decrypted bytes epoll cannot see.
             if conn.dead or not conn.tls or not conn.sock.pending():
                 return
 
@@ -415,15 +414,12 @@ class _Loop:
             out = conn.pending + out
         if not out:
             return
+        was_pending = bool(conn.pending)
         try:
-            sent = conn.sock.send(out)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            sent = 0
+            conn.pending = dial.send_nowait(conn.sock, out)
         except OSError as exc:
             self._kill(conn, f"connection error: {exc}")
             return
-        was_pending = bool(conn.pending)
-        conn.pending = out[sent:]
         if bool(conn.pending) != was_pending:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending else 0)
             self.selector.modify(conn.sock, events, conn)

@@ -94,12 +94,8 @@ class Reactor:
             out = conn.pending + out
         if not out:
             return
-        try:
-            sent = conn.sock.send(out)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            sent = 0
         had = bool(conn.pending)
-        conn.pending = out[sent:]
+        conn.pending = dial.send_nowait(conn.sock, out)
         if bool(conn.pending) != had:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending else 0)
             self.selector.modify(conn.sock, events, conn)
@@ -118,11 +114,11 @@ class Reactor:
     def _read(self, conn: Conn, on_read) -> None:
         while True:
             try:
-                data = conn.sock.recv(262144)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                return
+                data = dial.recv_nowait(conn.sock)
             except OSError as exc:
                 raise dial.DialError(f"connection error: {exc}") from exc
+            if data is None:
+                return
             if not data:
                 raise dial.DialError("connection closed by server")
             done = conn.h2.receive(data)

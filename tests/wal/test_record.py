@@ -134,6 +134,19 @@ def test_entry_encoding_matches_gogo_marshal():
         assert record.encode_hard_state(hs) == gogo.marshal(raft_pb2.HardState(term=hs.term, commit=hs.commit))
 
 
+def test_batch_encoding_equals_one_by_one():
+    rng = random.Random(11)
+    ents = [raft_pb2.Entry(Term=rng.getrandbits(40), Index=i, Type=rng.choice([0, 1]),
+                           Data=rng.randbytes(rng.choice([0, 5, 256, 3000])))
+            for i in range(1, 200)]
+    del ents[7].Data  # no Data field at all
+    one, batch = Encoder(0x1234), Encoder(0x1234)
+    for e in ents:
+        one.entry(e)
+    batch.entries(ents)
+    assert one.crc == batch.crc and bytes(one.take()) == bytes(batch.take())
+
+
 def test_snapshot_record_needs_conf_state_past_zero():
     with pytest.raises(ValueError):
         record.encode_snapshot(record_pb2.Snapshot(index=6, term=2))

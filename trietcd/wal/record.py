@@ -161,6 +161,15 @@ def _uvarint(n: int) -> bytes:
         if n >= 0:
             return _SMALL_VARINTS[n]
         n &= (1 << 64) - 1  # int64/enum: two's complement, ten bytes
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
+    if n < 0x10000000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80, n >> 21))
+    if n < 0x800000000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80,
+                      (n >> 21) & 0x7F | 0x80, n >> 28))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -252,12 +261,32 @@ class Encoder:
         _append_frame(self.buf, ENTRY_TYPE, self.crc, data)
 
     def entries(self, entries) -> None:
+        """The hot path: one entry record per entry, written piecewise into the buffer (the
+        entry's bytes are never joined; the CRC is fed its head and its data in turn)."""
         buf = self.buf
         crc = self.crc
-        for entry in entries:
-            data = encode_entry(entry)
-            crc = crc32c(crc, data)
-            _append_frame(buf, ENTRY_TYPE, crc, data)
+        uv = _uvarint
+        ext = crc32c
+        pads = _PADS
+        for e in entries:
+            head = b"\x08" + uv(e.Type) + b"\x10" + uv(e.Term) + b"\x18" + uv(e.Index)
+            if e.HasField("Data"):
+                data = e.Data
+                head += b"\x22" + uv(len(data))
+                crc = ext(ext(crc, head), data)
+            else:
+                data = b""
+                crc = ext(crc, head)
+            entry_bytes = len(head) + len(data)
+            rec_head = b"\x08\x02\x10" + uv(crc) + b"\x1a" + uv(entry_bytes)
+            rec_bytes = len(rec_head) + entry_bytes
+            pad = -rec_bytes & 7
+            buf += (rec_bytes | ((0x80 | pad) << 56) if pad else rec_bytes).to_bytes(8, "little")
+            buf += rec_head
+            buf += head
+            buf += data
+            if pad:
+                buf += pads[pad]
         self.crc = crc
 
     def state(self, hs: raft_pb2.HardState) -> None:

@@ -139,7 +139,7 @@ def test_batch_encoding_equals_one_by_one():
     ents = [raft_pb2.Entry(Term=rng.getrandbits(40), Index=i, Type=rng.choice([0, 1]),
                            Data=rng.randbytes(rng.choice([0, 5, 256, 3000])))
             for i in range(1, 200)]
-    del ents[7].Data  # no Data field at all
+    ents[7].ClearField("Data")  # no Data field at all
     one, batch = Encoder(0x1234), Encoder(0x1234)
     for e in ents:
         one.entry(e)

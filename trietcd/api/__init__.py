@@ -7,6 +7,7 @@ does not know it would.
 
 from __future__ import annotations
 
+from proto import gogo
 from proto.etcdserverpb import rpc_pb2
 from proto.v3electionpb import v3election_pb2
 from proto.v3lockpb import v3lock_pb2
@@ -32,12 +33,18 @@ def build_registry(server) -> Registry:
         "Maintenance": MaintenanceService(server).handlers(),
         "Auth": {},
     }
-    registry = Registry()
+    registry = Registry(decode_fallback=_decode_like_etcd)
     for name, handlers in services.items():
         registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name[name], handlers)
     registry.add_service(v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], {})
     registry.add_service(v3election_pb2.DESCRIPTOR.services_by_name["Election"], {})
     return registry
+
+
+def _decode_like_etcd(request_type, data: bytes, exc):
+    # Only after protobuf refused `data`: etcd's own decoder may still accept it,
+    # and when it does not, its error text is what etcd's clients see.
+    return gogo.parse_like_gogo(request_type, data)
 
 
 def _proposer(server):

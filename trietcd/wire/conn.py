@@ -118,9 +118,10 @@ class Call:
                 raw = self._queue.popleft()
                 self._consumed(len(raw) + 5)
                 try:
-                    yield method.request_type.FromString(raw)
+                    request = method.request_type.FromString(raw)
                 except DecodeError as exc:
-                    raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+                    request = self._shell.registry.undecodable_request(method, raw, exc)
+                yield request
             elif self._error is not None:
                 raise self._error
             elif self._ended:
@@ -459,7 +460,7 @@ class _Connection:
                 try:
                     request = method.request_type.FromString(request_raw)
                 except DecodeError as exc:
-                    raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+                    request = self.registry.undecodable_request(method, request_raw, exc)
                 result = await method.handler(request, call)
             self._finish_ok(call, result)
         except GrpcError as exc:

@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 
 import attrs
 from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 
 from trietcd.wire import h2_frames as f
 
@@ -70,12 +71,22 @@ def _unimplemented_handler(name: str, client_streaming: bool) -> Callable:
     return streaming_request if client_streaming else unary_request
 
 
-class Registry:
-    """The gRPC services a server answers."""
+def _refuse(request_type: type, data: bytes, exc: DecodeError):
+    raise exc
 
-    def __init__(self):
+
+class Registry:
+    """The gRPC services a server answers.
+
+    `decode_fallback(request_type, data, exc)` runs only when protobuf refused a
+    request's bytes with `exc`: it returns the message to use anyway, or raises
+    DecodeError with the text the client is to see. The default re-raises `exc`.
+    """
+
+    def __init__(self, decode_fallback: Callable | None = None):
         self._methods: dict[str, Method] = {}
         self._services: set[str] = set()
+        self._decode_fallback = decode_fallback or _refuse
 
     def add_service(self, service_descriptor, handlers: Mapping[str, Callable]) -> None:
         service = service_descriptor.full_name
@@ -97,6 +108,14 @@ class Registry:
 
     def lookup(self, path: str) -> Method | None:
         return self._methods.get(path)
+
+    def undecodable_request(self, method: Method, data: bytes, exc: DecodeError):
+        """The request to use after `method.request_type` refused `data`, or the
+        GrpcError grpc-go answers for a message its codec cannot unmarshal."""
+        try:
+            return self._decode_fallback(method.request_type, data, exc)
+        except DecodeError as final:
+            raise GrpcError(Status.INTERNAL, f"grpc: error unmarshalling request: {final}") from None
 
     def unknown_method_error(self, path: str) -> GrpcError:
         """The error grpc-go gives for a path no service answers.

@@ -158,6 +158,9 @@ class DB:
             file.close()
             raise
         self._opened = True
+        if not read_only and not no_freelist_sync and self._meta.freelist == NO_FREELIST:
+            # bbolt writes a freelist right away when it opens a file that has none.
+            self.begin(writable=True).commit()
 
     @classmethod
     def open(cls, path, *, read_only: bool = False, lock_timeout_s: float | None = None, **options) -> "DB":
@@ -229,9 +232,6 @@ class DB:
                 error = error or e
         else:
             raise error
-        if not self.read_only and not self.no_freelist_sync and self._meta.freelist == NO_FREELIST:
-            # bbolt writes a freelist right away when it opens a file that has none.
-            self.begin(writable=True).commit()
 
     def _init_file(self, page_size: int) -> None:
         buf = bytearray(4 * page_size)

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 
 from proto.gogo_fields import NON_NULLABLE
 
-__all__ = ["NON_NULLABLE", "materialize", "marshal", "parse_like_gogo", "unmarshal_error"]
+__all__ = ["NON_NULLABLE", "go_name", "materialize", "marshal", "parse_like_gogo", "unmarshal_error"]
 
 _CPPTYPE_MESSAGE = _descriptor.FieldDescriptor.CPPTYPE_MESSAGE
 

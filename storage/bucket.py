@@ -264,8 +264,11 @@ class Bucket:
     # ---- commit: rebalance, spill, free ----
 
     def rebalance(self) -> None:
-        for node in list(self.nodes.values()):
-            node.rebalance()
+        # A merge removes nodes from `nodes`; a removed node must not rebalance again.
+        for pgid in list(self.nodes):
+            node = self.nodes.get(pgid)
+            if node is not None:
+                node.rebalance()
         for child in self.buckets.values():
             child.rebalance()
 
@@ -373,4 +376,4 @@ class Bucket:
                 todo.extend((c, depth + 1) for c in view.vals)
         del page_size
         for child in children:
-            child._add_stats(s, depth_base + 1)
+            child._add_stats(s, 1)  # as bbolt: a nested bucket's depth counts on its own

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from proto.raftpb import raft_pb2 as pb
-from tests.raft.harness import new_storage, new_test_config, new_test_raft, read_messages
+from tests.raft.harness import Network, new_storage, new_test_config, new_test_raft, read_messages
 from trietcd.raft import ProgressState, RawNode, ReadState, SnapshotStatus, StateType
-from trietcd.raft.raft import msg
+from trietcd.raft.raft import msg, msg_from
 
 # ---- helpers ------------------------------------------------------------------------
 
@@ -436,3 +436,21 @@ def test_joint_read_index_needs_acks_from_both_halves():
     assert r.read_states == []
     heartbeat_resp(r, 5, b"j")
     assert r.read_states == [ReadState(1, b"j")]
+
+
+# ---- found alongside ------------------------------------------------------------------------
+
+
+def test_transfer_leader_asked_of_a_follower_goes_to_the_named_transferee():
+    """RawNode.transfer_leader(3) on follower 2 steps MsgTransferLeader with
+    from=3; the follower forwards it to the leader with `from` unchanged, so
+    the leader transfers to 3, not to the follower that forwarded it."""
+    nt = Network(None, None, None)
+    nt.campaign(1)
+    seen = []
+    nt.msg_hook = lambda m: seen.append((m.type, msg_from(m), m.to)) or True
+    nt.send(msg(pb.MsgTransferLeader, to=2, frm=3))
+    assert (pb.MsgTransferLeader, 3, 1) in seen  # forwarded by 2, still naming 3
+    assert (pb.MsgTimeoutNow, 1, 3) in seen
+    assert [p.state for p in nt.peers.values()] == [StateType.FOLLOWER, StateType.FOLLOWER, StateType.LEADER]
+    assert nt.peers[3].term == 2

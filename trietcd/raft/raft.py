@@ -199,7 +199,11 @@ class Raft:
     # ---- sending ---------------------------------------------------------------
 
     def send(self, m) -> None:
-        setattr(m, "from", self.id)
+        # Only an unset sender is filled in: a forwarded MsgTransferLeader
+        # names the transferee in `from`, and overwriting it would make the
+        # leader hand leadership to the forwarding follower instead.
+        if msg_from(m) == NONE:
+            setattr(m, "from", self.id)
         t = m.type
         if t in (pb.MsgVote, pb.MsgVoteResp, pb.MsgPreVote, pb.MsgPreVoteResp):
             # Vote traffic states its term explicitly: a PreVote asks for the

@@ -319,6 +319,28 @@ def test_app_resp_after_snapshot_moves_follower_to_replicate():
     assert [app(m) for m in read_messages(r)] == [(2, 12, 12, 12, [])]  # the new commit
 
 
+def test_follower_answers_a_snapshot_with_its_index_and_a_duplicate_with_its_commit():
+    """The follower's side: applying MsgSnap answers MsgAppResp(index=snapshot
+    index), which is what moves the leader on; a duplicate (or older)
+    snapshot is not applied again and is answered with the commit index."""
+    f = new_test_raft(2, 10, 1, new_storage([1, 2]))
+    f.become_follower(12, 1)
+    snap = pb.Snapshot()
+    snap.metadata.index, snap.metadata.term = 11, 11
+    snap.metadata.conf_state.voters.extend([1, 2])
+    m = msg(pb.MsgSnap, 2, 1, term=12)
+    m.snapshot.CopyFrom(snap)
+    f.step(m)
+    [resp] = read_messages(f)
+    assert (resp.type, resp.to, resp.term, resp.index, resp.reject) == (pb.MsgAppResp, 1, 12, 11, False)
+    assert (f.raft_log.committed, f.raft_log.last_index(), f.raft_log.has_pending_snapshot()) == (11, 11, True)
+
+    f.step(m)  # the same snapshot again: nothing restored, commit reported
+    [resp] = read_messages(f)
+    assert (resp.type, resp.index) == (pb.MsgAppResp, 11)
+    assert f.raft_log.unstable.snapshot.metadata.index == 11
+
+
 def test_snapshots_keep_moving_each_sent_once_until_the_follower_catches_up():
     """While snapshot 11 is in flight the leader compacts past it. It neither
     re-sends 11 nor sends the newer one until the follower answers; then it

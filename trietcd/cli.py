@@ -17,6 +17,7 @@ import trio
 from trietcd import config as config_mod
 from trietcd.config.host import detect_default_host
 from trietcd.log import bridge_stdlib_logging, logger
+from trietcd.server.errors import BootstrapError
 from trietcd.wire.listener import ListenError
 
 __all__ = ["main", "serve"]
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
             out.flush()
     try:
         signum = trio.run(serve, config)
-    except* ListenError as group:
+    except* (ListenError, BootstrapError) as group:
         # A listener that cannot bind: etcd logs it as fatal and exits 1.
         error = str(_first_leaf(group))
         logger.log("warn", "failed to start etcd", caller="etcdmain/etcd.go:145", error=error)

@@ -33,3 +33,56 @@ def test_three_members_sorted_and_cluster_id_order_free():
     assert ids == sorted(ids) and len(ids) == 3
     assert m.local.name == "n2"
     assert m.cluster_id == compute_cluster_id(reversed(ids))
+
+
+# Texts observed from etcd 3.5.1 started with the same flags.
+import pytest  # noqa: E402
+
+from trietcd.server.errors import BootstrapError  # noqa: E402
+from trietcd.server.membership import verify_bootstrap  # noqa: E402
+
+P = "http://127.0.0.1:23811"
+
+
+def _cluster_map(text: str) -> dict[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {}
+    for item in text.split(","):
+        name, _, url = item.partition("=")
+        out.setdefault(name, []).append(url)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
+@pytest.mark.parametrize(
+    "name, cluster, advertise, message",
+    [
+        ("x", f"y={P}", (P,), 'couldn\'t find local name "x" in the initial cluster configuration'),
+        (
+            "x", "x=http://127.0.0.1:9999", (P,),
+            f'--initial-cluster has x=http://127.0.0.1:9999 but missing from --initial-advertise-peer-urls={P} '
+            f'("{P}"(resolved from "{P}") != "http://127.0.0.1:9999"(resolved from "http://127.0.0.1:9999"))',
+        ),
+        ("x", f"x={P},y={P}", (P,), f"initial cluster x={P},y={P} has duplicate url"),
+        (
+            "x", f"x={P},x={P}", (P,),
+            f'failed to resolve {P} to match --initial-cluster=x={P} (len(["{P}"]) != len(["{P}" "{P}"]))',
+        ),
+        (
+            "x", f"x={P}", (P, "http://127.0.0.1:1"),
+            f"--initial-advertise-peer-urls has http://127.0.0.1:1 but missing from "
+            f"--initial-cluster=x=http://127.0.0.1:1,x={P}",
+        ),
+    ],
+)
+def test_bootstrap_errors_read_like_etcd(name, cluster, advertise, message):
+    with pytest.raises(BootstrapError) as info:
+        verify_bootstrap(name=name, initial_cluster=cluster, initial_cluster_map=_cluster_map(cluster),
+                         advertise_peer_urls=advertise, resolve=lambda url: url)
+    assert str(info.value) == message
+
+
+def test_hostnames_that_resolve_to_the_same_address_match():
+    resolve = {"http://localhost:2380": "http://127.0.0.1:2380"}.get
+    verify_bootstrap(name="n", initial_cluster="n=http://127.0.0.1:2380",
+                     initial_cluster_map={"n": ("http://127.0.0.1:2380",)},
+                     advertise_peer_urls=("http://localhost:2380",),
+                     resolve=lambda url: resolve(url, url))

@@ -1,6 +1,6 @@
 """Operating errors of the member layer; api/errors.py maps them to etcd's gRPC errors."""
 
-__all__ = ["ServerError", "RequestTooLargeError"]
+__all__ = ["ServerError", "RequestTooLargeError", "BootstrapError"]
 
 
 class ServerError(Exception):
@@ -9,3 +9,7 @@ class ServerError(Exception):
 
 class RequestTooLargeError(ServerError):
     """The raft entry a request would take exceeds --max-request-bytes."""
+
+
+class BootstrapError(ServerError):
+    """A configuration the member cannot start from; the text is etcd's."""

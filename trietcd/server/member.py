@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+import ipaddress
+import socket
+import urllib.parse
+
 import trio
 
 import trietcd
@@ -23,7 +27,7 @@ from trietcd.log import Logger, logger as default_logger
 from trietcd.mvcc import KVStore
 from trietcd.server.alarms import AlarmStore
 from trietcd.server.errors import RequestTooLargeError
-from trietcd.server.membership import Membership
+from trietcd.server.membership import Membership, verify_bootstrap
 
 __all__ = ["Member", "BOOTSTRAP_RAFT_INDEX", "BOOTSTRAP_RAFT_TERM"]
 
@@ -37,6 +41,13 @@ class Member:
     def __init__(self, config, *, log: Logger | None = None) -> None:
         self.config = config
         self.log = log or default_logger
+        verify_bootstrap(
+            name=config.name,
+            initial_cluster=config.initial_cluster,
+            initial_cluster_map=config.initial_cluster_map(),
+            advertise_peer_urls=tuple(config.initial_advertise_peer_urls),
+            resolve=resolve_url,
+        )
         self.membership = Membership.bootstrap(
             name=config.name,
             initial_cluster=config.initial_cluster_map(),
@@ -166,6 +177,25 @@ class Member:
         if self._member_scope is not None:
             self._member_scope.cancel()
         self.log.info("closed etcd server", caller="embed/etcd.go", name=self.config.name)
+
+
+def resolve_url(url: str) -> str:
+    """The URL with its host replaced by the first IPv4 address it resolves
+    to, as etcd compares peer URLs; unresolvable hosts stay as written."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return url
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, parts.port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return url
+    address = infos[0][4][0]
+    netloc = f"{address}:{parts.port}" if parts.port is not None else address
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _round_up(n: int, step: int) -> int:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
-__all__ = ["MemberInfo", "Membership", "compute_member_id", "compute_cluster_id"]
+from trietcd.server.errors import BootstrapError
+
+__all__ = ["MemberInfo", "Membership", "compute_member_id", "compute_cluster_id", "verify_bootstrap"]
 
 
 def compute_member_id(peer_urls: Iterable[str], cluster_token: str, now_unix: int | None = None) -> int:
@@ -79,3 +81,63 @@ class Membership:
     def sorted_members(self) -> list[MemberInfo]:
         # etcd sorts members by ID in MemberList and /members.
         return [self.members[mid] for mid in sorted(self.members)]
+
+
+def verify_bootstrap(
+    *,
+    name: str,
+    initial_cluster: str,
+    initial_cluster_map: Mapping[str, tuple[str, ...]],
+    advertise_peer_urls: tuple[str, ...],
+    resolve: Callable[[str], str],
+) -> None:
+    """etcd's checks of a new member's bootstrap configuration, in etcd's order
+    and with its texts; raises BootstrapError. `resolve` maps a URL to the URL
+    with its host resolved to an address (hostnames may name the same peer)."""
+    if name not in initial_cluster_map:
+        raise BootstrapError(f'couldn\'t find local name "{name}" in the initial cluster configuration')
+    _advertise_matches_cluster(name, initial_cluster_map[name], advertise_peer_urls, resolve)
+    seen: set[str] = set()
+    for urls in initial_cluster_map.values():
+        for url in urls:
+            if url in seen:
+                raise BootstrapError(f"initial cluster {initial_cluster} has duplicate url")
+            seen.add(url)
+
+
+def _advertise_matches_cluster(name, cluster_urls, advertise_urls, resolve) -> None:
+    urls, apurls = sorted(cluster_urls), sorted(advertise_urls)
+    mismatch = _urls_mismatch(apurls, urls, resolve)
+    if mismatch is None:
+        return
+    missing = [u for u in urls if u not in apurls]
+    if missing:
+        have = ",".join(f"{name}={u}" for u in missing)
+        raise BootstrapError(
+            f"--initial-cluster has {have} but missing from --initial-advertise-peer-urls={','.join(apurls)} "
+            f"({mismatch})"
+        )
+    extra = [u for u in apurls if u not in urls]
+    own = ",".join(f"{name}={u}" for u in apurls)  # types.URLsMap.String()
+    if extra:
+        raise BootstrapError(
+            f"--initial-advertise-peer-urls has {','.join(extra)} but missing from --initial-cluster={own}"
+        )
+    raise BootstrapError(f"failed to resolve {','.join(apurls)} to match --initial-cluster={own} ({mismatch})")
+
+
+def _urls_mismatch(a: list[str], b: list[str], resolve) -> str | None:
+    """None when both lists name the same URLs after resolving hosts; else the
+    reason in the words of etcd's netutil.URLStringsEqual."""
+    if len(a) != len(b):
+        return f"len({_go_quote_list(a)}) != len({_go_quote_list(b)})"
+    resolved_a = sorted((resolve(u), u) for u in a)
+    resolved_b = sorted((resolve(u), u) for u in b)
+    for (ra, ua), (rb, ub) in zip(resolved_a, resolved_b):
+        if ra != rb:
+            return f'"{ra}"(resolved from "{ua}") != "{rb}"(resolved from "{ub}")'
+    return None
+
+
+def _go_quote_list(items: list[str]) -> str:
+    return "[" + " ".join(f'"{item}"' for item in items) + "]"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
-from .cursor import DEPTH_MAX, Cursor
+from .cursor import DEPTH_MAX, Cursor, check_child_bounds
 from .node import Node
 from .page import (BUCKET_HEADER_SIZE, BUCKET_LEAF_FLAG, ELEMENT_SIZE, KEY_SIZE_MAX, LEAF, PAGE_HEADER_SIZE,
                    VALUE_SIZE_MAX, BucketExistsError, BucketNameRequiredError, BucketNotFoundError,
@@ -117,7 +117,10 @@ class Bucket:
             if not keys:
                 raise CorruptError("empty branch page", view.pgid)
             i = bisect_right(keys, key) - 1
-            view = self.page_node(view.vals[i if i > 0 else 0])
+            if i < 0:
+                i = 0
+            view = self.page_node(view.vals[i])
+            check_child_bounds(keys, i, view)
             depth += 1
             if depth > DEPTH_MAX:
                 raise CorruptError("tree deeper than 64 levels (page reference cycle?)", view.pgid)

@@ -21,6 +21,17 @@ from .page import BUCKET_LEAF_FLAG, CorruptError, IncompatibleValueError, TxClos
 DEPTH_MAX = 64  # a deeper tree means a page reference cycle
 
 
+def check_child_bounds(separators, index: int, child) -> None:
+    """The child under separator `index` holds keys in [separators[index], separators[index + 1]).
+
+    (No lower bound for the first child: a write transaction may insert below it before spilling.)
+    """
+    keys = child.keys
+    if keys and ((index > 0 and keys[0] < separators[index])
+                 or (index + 1 < len(separators) and keys[-1] >= separators[index + 1])):
+        raise CorruptError("keys outside the range of the parent's separators", child.pgid)
+
+
 class Cursor:
     __slots__ = ("bucket", "_stack", "_after_delete")
 
@@ -100,12 +111,16 @@ class Cursor:
             raise TxClosedError("tx closed")
 
     def _push(self, pgid: int, index_from_end: bool):
-        if len(self._stack) >= DEPTH_MAX:
+        stack = self._stack
+        if len(stack) >= DEPTH_MAX:
             raise CorruptError("tree deeper than 64 levels (page reference cycle?)", pgid)
         view = self.bucket.page_node(pgid)
         if not view.is_leaf and not view.keys:
             raise CorruptError("empty branch page", pgid)
-        self._stack.append([view, len(view.keys) - 1 if index_from_end else 0])
+        if stack:
+            parent, index = stack[-1]
+            check_child_bounds(parent.keys, index, view)
+        stack.append([view, len(view.keys) - 1 if index_from_end else 0])
 
     def _go_first(self):
         while True:

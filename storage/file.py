@@ -87,8 +87,11 @@ class OsFile:
     def truncate(self, n: int) -> None:
         os.ftruncate(self.fd, n)
 
+    def __del__(self):
+        self.close()
+
     def close(self) -> None:
-        if self.fd >= 0:
+        if getattr(self, "fd", -1) >= 0:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
             finally:
@@ -217,21 +220,12 @@ class DB:
                 metas.append(m)
             except CorruptError as e:
                 metas.append(e)
-        choose_meta(metas)  # raises when neither is valid
+        # The newest meta whose own fields are sound wins; corruption below it is an error, not a
+        # reason to fall back silently to an older commit.
         self._file_size = size
-        candidates = sorted((m for m in metas if isinstance(m, Meta)), key=lambda m: -m.txid)
-        error = None
-        for meta in candidates:
-            self._meta = meta
-            try:
-                if not self.read_only:
-                    self._freelist = self._load_freelist(meta)
-                break
-            except CorruptError as e:
-                self._cache.clear()
-                error = error or e
-        else:
-            raise error
+        self._meta = choose_meta(metas)
+        if not self.read_only:
+            self._freelist = self._load_freelist(self._meta)
 
     def _init_file(self, page_size: int) -> None:
         buf = bytearray(4 * page_size)

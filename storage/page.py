@@ -13,6 +13,7 @@ Rules of this module:
 from __future__ import annotations
 
 import struct
+from operator import lt
 
 PAGE_HEADER_SIZE = 16
 ELEMENT_SIZE = 16  # branch and leaf element headers are both 16 bytes
@@ -176,6 +177,7 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
             vals[i] = bytes(buf[kend:vend])
             at += ELEMENT_SIZE
             j += 4
+        _check_sorted(keys, pgid)
         return Page(pgid, True, keys, vals, eflags, overflow)
     vals = [0] * count
     at = PAGE_HEADER_SIZE
@@ -189,7 +191,16 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
         vals[i] = fields[j + 2] | (fields[j + 3] << 32)
         at += ELEMENT_SIZE
         j += 4
+    if not count:
+        raise CorruptError("empty branch page", pgid)
+    _check_sorted(keys, pgid)
     return Page(pgid, False, keys, vals, None, overflow)
+
+
+def _check_sorted(keys, pgid) -> None:
+    # Lookups bisect; a page whose keys are out of order would answer wrongly, not fail.
+    if not all(map(lt, keys, keys[1:])):
+        raise CorruptError("keys out of order", pgid)
 
 
 # ---- encoding --------------------------------------------------------------------

@@ -85,11 +85,12 @@ class Tx:
 
     def for_each(self, fn) -> None:
         """fn(name, bucket) for every top-level bucket, in name order."""
-        for name, _ in self.root.items():
+        for name in self.bucket_names():
             fn(name, self.root.bucket(name))
 
     def bucket_names(self) -> list[bytes]:
-        return [name for name, _ in self.root.items()]
+        # Only buckets: a plain key at the top level is corruption (check() reports it).
+        return [name for name, v in self.root.items() if v is None]
 
     # ---- pages (used by buckets and nodes) ----
 

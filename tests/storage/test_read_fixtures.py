@@ -40,6 +40,15 @@ def open_ro(rel: str) -> DB:
     return DB.open(fixture(rel), read_only=True)
 
 
+def test_second_writer_waits_for_the_lock(tmp_path):
+    from storage import LockTimeoutError
+    path = tmp_path / "db"
+    with DB.open(path):
+        with pytest.raises(LockTimeoutError):
+            DB.open(path, lock_timeout_s=0.1)
+    DB.open(path, lock_timeout_s=0).close()
+
+
 def test_etcd_small_34():
     db = open_ro("etcd-3.4.23/bbolt/etcd-small.db")
     assert (db._meta.txid, db._meta.root, db._meta.pgid, db._meta.freelist) == (13, 3, 5, NO_FREELIST)
@@ -214,11 +223,13 @@ def test_opening_with_freelist_sync_writes_one(tmp_path):
     """Like bbolt without NoFreelistSync: a file without a freelist gets one at open."""
     path = tmp_path / "db"
     shutil.copyfile(fixture("etcd-3.4.23/bbolt/etcd-small.db"), path)
-    before = dump_db(DB.open(path, read_only=True))
-    db = DB.open(path)
+    with DB.open(path, read_only=True) as ro:  # (an open reader's shared flock would block the writer)
+        before = dump_db(ro)
+    db = DB.open(path, lock_timeout_s=5)
     assert db._meta.txid == 14 and db._meta.freelist != NO_FREELIST
     raw = path.read_bytes()
     _, flags, count, _ = read_header(raw, db._meta.freelist * 4096)
     assert flags == 0x10
     db.close()
-    assert dump_db(DB.open(path, read_only=True)) == before
+    with DB.open(path, read_only=True) as ro:
+        assert dump_db(ro) == before

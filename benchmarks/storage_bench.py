@@ -1,0 +1,110 @@
+"""Storage benchmark: batched puts, point gets, cursor scans, bytes written per commit, defrag size.
+
+    python benchmarks/storage_bench.py --keys 100000            # on a file in a temp dir, fsync on
+    python benchmarks/storage_bench.py --keys 1000000 --no-fsync
+
+Figures are wall-clock on a shared machine: note the load (printed) when quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from storage import DB, compact  # noqa: E402
+
+VALUE = b"v" * 256
+BATCH = 1000
+
+
+def load(db: DB, keys: list[bytes]) -> dict:
+    start = time.perf_counter()
+    before = db.stats()["written_bytes"]
+    commits = 0
+    for i in range(0, len(keys), BATCH):
+        with db.update() as tx:
+            b = tx.bucket(b"bench")
+            for k in keys[i:i + BATCH]:
+                b.put(k, VALUE)
+        commits += 1
+    elapsed = time.perf_counter() - start
+    written = db.stats()["written_bytes"] - before
+    return {"puts_per_s": len(keys) / elapsed, "bytes_per_commit": written / commits, "seconds": elapsed}
+
+
+def gets(db: DB, keys: list[bytes], n: int, rng: random.Random) -> float:
+    sample = [keys[rng.randrange(len(keys))] for _ in range(n)]
+    with db.view() as tx:
+        b = tx.bucket(b"bench")
+        start = time.perf_counter()
+        for k in sample:
+            if b.get(k) is None:
+                raise AssertionError(k)
+        return n / (time.perf_counter() - start)
+
+
+def scan(db: DB) -> tuple[int, float]:
+    with db.view() as tx:
+        start = time.perf_counter()
+        c = tx.bucket(b"bench").cursor()
+        n = 0
+        kv = c.first()
+        while kv is not None:
+            n += 1
+            kv = c.next()
+        return n, time.perf_counter() - start
+
+
+def run(keys_n: int, order: str, fsync: bool, workdir: str) -> None:
+    rng = random.Random(1)
+    keys = [b"key%010d" % i for i in range(keys_n)]
+    if order == "random":
+        rng.shuffle(keys)
+    path = os.path.join(workdir, f"bench-{order}.db")
+    db = DB.open(path, fsync=fsync, no_freelist_sync=True)
+    with db.update() as tx:
+        tx.create_bucket(b"bench")
+    put = load(db, keys)
+    get_rate = gets(db, keys, min(200_000, keys_n), rng)
+    scanned, scan_s = scan(db)
+    assert scanned == keys_n
+    size = db.stats()["size_bytes"]
+    dst_path = os.path.join(workdir, f"bench-{order}.compact.db")
+    dst = DB.open(dst_path, fsync=fsync, no_freelist_sync=True)
+    start = time.perf_counter()
+    compact(db, dst, tx_max_bytes=10 << 20)
+    compact_s = time.perf_counter() - start
+    live = keys_n * (len(keys[0]) + len(VALUE))
+    dsize = dst.stats()["size_bytes"]
+    print(f"{keys_n:>8} keys {order:>10}: {put['puts_per_s']:>8.0f} puts/s (1k/commit), "
+          f"{put['bytes_per_commit'] / 1024:>7.0f} KiB written/commit, {get_rate:>8.0f} gets/s, "
+          f"scan {scan_s:5.2f} s ({scanned / scan_s:>8.0f} keys/s), file {size / 2**20:6.1f} MiB, "
+          f"after compact {dsize / 2**20:6.1f} MiB = {dsize / live:4.2f}x live ({compact_s:5.1f} s)")
+    db.close()
+    dst.close()
+    os.unlink(path)
+    os.unlink(dst_path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--keys", type=int, nargs="+", default=[100_000])
+    p.add_argument("--order", choices=["sequential", "random"], nargs="+", default=["sequential", "random"])
+    p.add_argument("--no-fsync", action="store_true")
+    p.add_argument("--dir", default=None, help="directory for the db files (default: a temp dir)")
+    args = p.parse_args()
+    print(f"load average {os.getloadavg()}, fsync {'off' if args.no_fsync else 'on'}, python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(dir=args.dir) as workdir:
+        for n in args.keys:
+            for order in args.order:
+                run(n, order, not args.no_fsync, workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -54,6 +54,7 @@ class OsFile:
             self._lock(fcntl.LOCK_SH if read_only else fcntl.LOCK_EX, lock_timeout_s)
         except BaseException:
             os.close(self.fd)
+            self.fd = -1
             raise
 
     def _lock(self, kind: int, timeout_s: float | None) -> None:

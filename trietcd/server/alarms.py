@@ -22,12 +22,11 @@ class AlarmStore:
         return sorted(self._active)
 
     def activate(self, member_id: int, alarm: int) -> list[tuple[int, int]]:
-        """Returns the alarm when it is newly active, as etcd's apply does."""
+        """Returns the alarm, also when it was active already (etcd 3.5.1
+        answers a repeated ACTIVATE with the alarm); NONE activates nothing."""
         if alarm == ALARM_NONE:
             return []
         key = (member_id, alarm)
-        if key in self._active:
-            return []
         self._active.add(key)
         return [key]
 

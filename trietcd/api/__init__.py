@@ -11,6 +11,7 @@ from proto import gogo
 from proto.etcdserverpb import rpc_pb2
 from proto.v3electionpb import v3election_pb2
 from proto.v3lockpb import v3lock_pb2
+from trietcd.api.health import HEALTH_SERVICE, NOT_SERVING, HealthService
 from trietcd.server.errors import ServerError
 from trietcd.wire import Registry
 
@@ -36,6 +37,9 @@ def build_registry(server) -> Registry:
     registry = Registry(decode_fallback=_decode_like_etcd)
     for name, handlers in services.items():
         registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name[name], handlers)
+    grpc_health = HealthService()
+    server.on_stop.append(lambda: grpc_health.set_status(NOT_SERVING))
+    registry.add_service(HEALTH_SERVICE, grpc_health.handlers())
     registry.add_service(v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], {})
     registry.add_service(v3election_pb2.DESCRIPTOR.services_by_name["Election"], {})
     return registry

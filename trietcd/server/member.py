@@ -64,6 +64,9 @@ class Member:
         self.applied_index = BOOTSTRAP_RAFT_INDEX
         # etcd's request IDs: member ID's low 16 bits on top, a counter below.
         self._request_id = (self.id & 0xFFFF) << 48
+        # Called when a graceful stop begins (e.g. the gRPC health service
+        # turns NOT_SERVING), before listeners close.
+        self.on_stop: list[Callable[[], None]] = []
         self._listeners_scope: trio.CancelScope | None = None
         self._member_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
@@ -170,6 +173,8 @@ class Member:
             name=self.config.name,
             **{"data-dir": self.config.data_dir},
         )
+        for hook in self.on_stop:
+            hook()
         if self._listeners_scope is not None:
             self._listeners_scope.cancel()
         with trio.move_on_after(grace_s + 1):

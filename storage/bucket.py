@@ -183,12 +183,27 @@ class Bucket:
             raise ValueTooLargeError("value too large")
         key = bytes(key)
         value = bytes(value)
-        c = Cursor(self)
-        c._search(key)
-        raw = c._raw()
-        if raw is not None and raw[0] == key and raw[2] & BUCKET_LEAF_FLAG:
-            raise IncompatibleValueError("incompatible value")
-        c.node().put(key, key, value, 0)
+        self._leaf_node(key).put_value(key, value)
+
+    def _leaf_node(self, key: bytes) -> Node:
+        """The writable leaf where `key` belongs, materializing the path down to it (a cursor's search, minus
+        the cursor)."""
+        n = self.root_node if self.root_node is not None else self.node(self.root, None)
+        depth = 0
+        while not n.is_leaf:
+            keys = n.keys
+            if not keys:
+                raise CorruptError("empty branch page", n.pgid)
+            i = bisect_right(keys, key) - 1
+            if i < 0:
+                i = 0
+            child = self.node(n.vals[i], n, keys[i])
+            check_child_bounds(keys, i, child)
+            n = child
+            depth += 1
+            if depth >= DEPTH_MAX:
+                raise CorruptError("tree deeper than 64 levels (page reference cycle?)", n.pgid)
+        return n
 
     def delete(self, key: bytes) -> None:
         self._check_writable()

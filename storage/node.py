@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from .page import ELEMENT_SIZE, PAGE_HEADER_SIZE, Page, encode_branch, encode_leaf
+from .page import (BUCKET_LEAF_FLAG, ELEMENT_SIZE, PAGE_HEADER_SIZE, IncompatibleValueError, Page, encode_branch,
+                   encode_leaf)
 
 MIN_KEYS_PER_PAGE = 2
 
@@ -107,6 +108,20 @@ class Node:
             self.vals.insert(i, value)
             if self.is_leaf:
                 self.flags.insert(i, flags)
+
+    def put_value(self, key: bytes, value: bytes) -> None:
+        """Insert or replace the plain value of `key` in this leaf (not over a nested bucket)."""
+        keys = self.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            if self.flags[i] & BUCKET_LEAF_FLAG:
+                raise IncompatibleValueError("incompatible value")
+            self.vals[i] = value
+            self.flags[i] = 0
+        else:
+            keys.insert(i, key)
+            self.vals.insert(i, value)
+            self.flags.insert(i, 0)
 
     def delete(self, key: bytes) -> bool:
         keys = self.keys
@@ -202,10 +217,11 @@ class Node:
             if node.pgid:
                 tx.free_page(node.pgid, node.overflow)
                 node.pgid = 0
-            npages = (node.size() + page_size - 1) // page_size
+            image = node.encode(page_size)  # page id 0 until allocated: the size decides how many pages
+            npages = len(image) // page_size
             node.pgid = tx.allocate(npages)
             node.overflow = npages - 1
-            tx.write_node(node)
+            tx.write_node(node, image)
             node.spilled = True
             if node.parent is not None:
                 key = node.key if node.key is not None else node.keys[0]

@@ -13,7 +13,8 @@ Rules of this module:
 from __future__ import annotations
 
 import struct
-from operator import lt
+from itertools import accumulate
+from operator import add, lt, sub
 
 PAGE_HEADER_SIZE = 16
 ELEMENT_SIZE = 16  # branch and leaf element headers are both 16 bytes
@@ -218,43 +219,37 @@ def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
     """The leaf page image, padded to whole pages (page_size 0: no padding, for inline buckets)."""
     count = len(keys)
     assert count < COUNT_MAX, count
+    klens = list(map(len, keys))
+    vlens = list(map(len, vals))
     fields = [0] * (4 * count)
+    fields[0::4] = flags
+    fields[1::4] = _key_offsets(count, map(add, klens, vlens))
+    fields[2::4] = klens
+    fields[3::4] = vlens
     blobs = [None] * (2 * count)
-    pos = ELEMENT_SIZE * count  # from element 0's header to the first key
-    j = 0
-    for i in range(count):
-        k = keys[i]
-        v = vals[i]
-        kn = len(k)
-        vn = len(v)
-        fields[j] = flags[i]
-        fields[j + 1] = pos
-        fields[j + 2] = kn
-        fields[j + 3] = vn
-        pos += kn + vn - ELEMENT_SIZE
-        blobs[2 * i] = k
-        blobs[2 * i + 1] = v
-        j += 4
+    blobs[0::2] = keys
+    blobs[1::2] = vals
     return _assemble(pgid, LEAF, count, fields, blobs, page_size)
 
 
 def encode_branch(pgid: int, keys, children, page_size: int) -> bytes:
     count = len(keys)
     assert count < COUNT_MAX, count
+    assert min(children, default=2) > 1, children
     fields = [0] * (4 * count)
-    pos = ELEMENT_SIZE * count
-    j = 0
-    for i in range(count):
-        k = keys[i]
-        child = children[i]
-        assert child > 1, child
-        fields[j] = pos
-        fields[j + 1] = len(k)
-        fields[j + 2] = child & 0xFFFFFFFF
-        fields[j + 3] = child >> 32
-        pos += len(k) - ELEMENT_SIZE
-        j += 4
+    fields[0::4] = _key_offsets(count, map(len, keys))
+    fields[1::4] = map(len, keys)
+    fields[2::4] = [c & 0xFFFFFFFF for c in children]
+    fields[3::4] = [c >> 32 for c in children]
     return _assemble(pgid, BRANCH, count, fields, keys, page_size)
+
+
+def _key_offsets(count: int, element_bytes) -> list[int]:
+    """Each element's key offset from its own 16-byte header, given the key+value bytes of every element."""
+    # Element i's data starts after all count headers and the data of elements 0..i-1; its header is 16*i in.
+    starts = accumulate(element_bytes, initial=ELEMENT_SIZE * count)
+    offsets = list(map(sub, starts, range(0, ELEMENT_SIZE * count, ELEMENT_SIZE)))
+    return offsets
 
 
 def _assemble(pgid, flags, count, fields, blobs, page_size) -> bytes:

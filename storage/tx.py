@@ -112,8 +112,10 @@ class Tx:
     def free_page(self, pgid: int, overflow: int) -> None:
         self.db._freelist.free(self.meta.txid, pgid, overflow)
 
-    def write_node(self, node) -> None:
-        self.pages[node.pgid] = node.encode(self.page_size)
+    def write_node(self, node, image: bytes) -> None:
+        """Record `node` (its page id now allocated) with `image`, its encoding made under page id 0."""
+        assert image[:8] == bytes(8), "write_node: image encoded with a page id"
+        self.pages[node.pgid] = node.pgid.to_bytes(8, "little") + image[8:]
         flags = list(node.flags) if node.is_leaf else None
         self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, list(node.keys), list(node.vals), flags,
                                        node.overflow)

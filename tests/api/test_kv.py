@@ -8,7 +8,7 @@ import pytest
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb import kv_pb2
 from trietcd.api import errors
-from trietcd.api.kv import KVService
+from trietcd.api.kv import KVService, encode_header_field
 from trietcd.mvcc import KVStore
 from trietcd.wire.grpc_call import GrpcError, Registry, Status
 
@@ -67,6 +67,23 @@ async def test_header_is_filled_by_the_injected_callable(kv):
     # A delete of nothing answers the current revision.
     resp = await kv.DeleteRange(pb.DeleteRangeRequest(key=b"zz"), None)
     assert resp.header == header(2) and resp.deleted == 0
+
+
+async def test_an_encoded_header_callable_fills_every_response_kind():
+    asked = []
+
+    def header_field(rev):
+        asked.append(rev)
+        return encode_header_field(header(rev))
+
+    kv = KVService(KVStore(), lambda rev: pb.ResponseHeader(), header_field=header_field)
+    assert (await put(kv, b"a", b"1")).header == header(2)
+    assert (await get(kv, b"a")).header == header(2)
+    resp = await kv.DeleteRange(pb.DeleteRangeRequest(key=b"zz"), None)
+    assert resp.header == header(2)
+    resp = await kv.Txn(pb.TxnRequest(success=[pb.RequestOp(request_put=pb.PutRequest(key=b"b"))]), None)
+    assert resp.header == header(3)
+    assert asked == [2, 2, 2, 3]
 
 
 async def test_put_prev_kv_and_versions(kv):

@@ -18,6 +18,17 @@ def test_header_carries_ids_term_and_current_revision():
     assert m.header(7).revision == 7
 
 
+def test_header_field_is_the_encoded_header_and_follows_revision_and_term():
+    m = make_member()
+    resp = rpc_pb2.RangeResponse()
+    resp.MergeFromString(m.header_field(5))
+    assert resp.header == m.header(5)
+    assert m.header_field(5) == m.header_field(5)
+    assert rpc_pb2.RangeResponse.FromString(m.header_field(6)).header.revision == 6
+    m.raft_term = 3
+    assert rpc_pb2.RangeResponse.FromString(m.header_field(6)).header.raft_term == 3
+
+
 def test_each_write_takes_one_raft_entry():
     m = make_member()
     m.propose("put", rpc_pb2.PutRequest(key=b"k", value=b"v"))

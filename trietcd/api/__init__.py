@@ -24,7 +24,11 @@ def build_registry(server) -> Registry:
     from trietcd.api.maintenance import MaintenanceService
 
     kv = KVService(
-        server.store, server.header, max_txn_ops=server.config.max_txn_ops, propose=_proposer(server)
+        server.store,
+        server.header,
+        max_txn_ops=server.config.max_txn_ops,
+        propose=_proposer(server),
+        header_field=server.header_field,
     )
     services = {
         "KV": kv.handlers(),

@@ -64,6 +64,7 @@ class Member:
         self.applied_index = BOOTSTRAP_RAFT_INDEX
         # etcd's request IDs: member ID's low 16 bits on top, a counter below.
         self._request_id = (self.id & 0xFFFF) << 48
+        self._header_field: tuple[tuple[int, ...] | None, bytes] = (None, b"")
         # Called when a graceful stop begins (e.g. the gRPC health service
         # turns NOT_SERVING), before listeners close.
         self.on_stop: list[Callable[[], None]] = []
@@ -94,6 +95,21 @@ class Member:
             revision=self.store.current_revision if revision is None else revision,
             raft_term=self.raft_term,
         )
+
+    def header_field(self, revision: int) -> bytes:
+        """`header(revision)` encoded as field 1 of a response (for
+        KVService). The last one is kept: responses at one revision and term
+        share it, and bytes cannot be changed by whoever receives them."""
+        key = (revision, self.raft_term, self.membership.cluster_id, self.membership.local_id)
+        cached = self._header_field
+        if cached[0] == key:
+            return cached[1]
+        body = self.header(revision).SerializeToString()
+        # Tag of field 1, wire type 2, and the length (under 128: a header
+        # holds four varints).
+        field = b"\x0a" + bytes((len(body),)) + body
+        self._header_field = (key, field)
+        return field
 
     # --- writes ---------------------------------------------------------
 

@@ -207,29 +207,38 @@ class Node:
             return
         tx = self.bucket.tx
         page_size = tx.page_size
-        self.children.sort(key=lambda c: c.keys[0])
-        i = 0
-        while i < len(self.children):
-            self.children[i].spill()
-            i += 1
-        self.children = []
-        for node in self.split(page_size):
-            if node.pgid:
-                tx.free_page(node.pgid, node.overflow)
-                node.pgid = 0
-            image = node.encode(page_size)  # page id 0 until allocated: the size decides how many pages
-            npages = len(image) // page_size
-            node.pgid = tx.allocate(npages)
-            node.overflow = npages - 1
-            tx.write_node(node, image)
-            node.spilled = True
-            if node.parent is not None:
-                key = node.key if node.key is not None else node.keys[0]
-                node.parent.put(key, node.keys[0], node.pgid, 0)
-                node.key = node.keys[0]
+        children = self.children
+        if children:
+            children.sort(key=_first_key)
+            i = 0
+            while i < len(children):  # a child that splits appends its new siblings (already spilled)
+                children[i].spill()
+                i += 1
+            self.children = []
+        if len(self.keys) <= MIN_KEYS_PER_PAGE * 2 or self.size() < page_size:
+            self._write(tx, page_size)
+        else:
+            for node in self.split(page_size):
+                node._write(tx, page_size)
         if self.parent is not None and self.parent.pgid == 0:
             self.children = []
             self.parent.spill()
+
+    def _write(self, tx, page_size: int) -> None:
+        if self.pgid:
+            tx.free_page(self.pgid, self.overflow)
+            self.pgid = 0
+        image = self.encode(page_size)  # page id 0 until allocated: the size decides how many pages
+        npages = len(image) // page_size
+        self.pgid = tx.allocate(npages)
+        self.overflow = npages - 1
+        tx.write_node(self, image)
+        self.spilled = True
+        parent = self.parent
+        if parent is not None:
+            first = self.keys[0]
+            parent.put(self.key if self.key is not None else first, first, self.pgid, 0)
+            self.key = first
 
     # ---- rebalance (commit time, after deletes) ----
 
@@ -308,3 +317,7 @@ class Node:
         self.vals.extend(other.vals)
         if self.is_leaf:
             self.flags.extend(other.flags)
+
+
+def _first_key(node: Node) -> bytes:
+    return node.keys[0]

@@ -215,7 +215,7 @@ def branch_size(keys) -> int:
     return PAGE_HEADER_SIZE + ELEMENT_SIZE * len(keys) + sum(map(len, keys))
 
 
-def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
+def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytearray:
     """The leaf page image, padded to whole pages (page_size 0: no padding, for inline buckets)."""
     count = len(keys)
     assert count < COUNT_MAX, count
@@ -232,7 +232,7 @@ def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
     return _assemble(pgid, LEAF, count, fields, blobs, page_size)
 
 
-def encode_branch(pgid: int, keys, children, page_size: int) -> bytes:
+def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
     count = len(keys)
     assert count < COUNT_MAX, count
     assert min(children, default=2) > 1, children
@@ -252,11 +252,14 @@ def _key_offsets(count: int, element_bytes) -> list[int]:
     return offsets
 
 
-def _assemble(pgid, flags, count, fields, blobs, page_size) -> bytes:
-    body = struct.pack(f"<{len(fields)}I", *fields) + b"".join(blobs)
-    size = PAGE_HEADER_SIZE + len(body)
-    if page_size:
-        npages = (size + page_size - 1) // page_size
-        pad = npages * page_size - size
-        return _header.pack(pgid, flags, count, npages - 1) + body + bytes(pad)
-    return _header.pack(pgid, flags, count, 0) + body
+def _assemble(pgid, flags, count, fields, blobs, page_size) -> bytearray:
+    # One buffer of the final size: header, element table and data are packed into it in place.
+    data = b"".join(blobs)
+    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
+    size = table_end + len(data)
+    npages = (size + page_size - 1) // page_size if page_size else 1
+    buf = bytearray(npages * page_size if page_size else size)
+    _header.pack_into(buf, 0, pgid, flags, count, npages - 1)
+    struct.pack_into(f"<{len(fields)}I", buf, PAGE_HEADER_SIZE, *fields)
+    buf[table_end:size] = data
+    return buf

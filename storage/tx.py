@@ -28,7 +28,7 @@ class Tx:
         self.writable = writable
         self.closed = False
         self.page_size = meta.page_size
-        self.pages: dict[int, bytes] = {}  # dirty page images by first page id
+        self.pages: dict[int, bytes | bytearray] = {}  # dirty page images by first page id
         self.decoded: dict[int, Page] = {}  # the same pages, decoded, to seed the cache after commit
         self.root = Bucket(self, meta.root, meta.sequence)
         self.on_commit: list = []
@@ -112,13 +112,13 @@ class Tx:
     def free_page(self, pgid: int, overflow: int) -> None:
         self.db._freelist.free(self.meta.txid, pgid, overflow)
 
-    def write_node(self, node, image: bytes) -> None:
+    def write_node(self, node, image: bytearray) -> None:
         """Record `node` (its page id now allocated) with `image`, its encoding made under page id 0."""
         assert image[:8] == bytes(8), "write_node: image encoded with a page id"
-        self.pages[node.pgid] = node.pgid.to_bytes(8, "little") + image[8:]
-        flags = list(node.flags) if node.is_leaf else None
-        self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, list(node.keys), list(node.vals), flags,
-                                       node.overflow)
+        image[:8] = node.pgid.to_bytes(8, "little")
+        self.pages[node.pgid] = image
+        # The node's lists are final once it is written, and the node dies with this transaction: share them.
+        self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, node.keys, node.vals, node.flags, node.overflow)
 
     # ---- end of a transaction ----
 

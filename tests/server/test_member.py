@@ -44,6 +44,25 @@ def test_request_over_max_request_bytes_is_refused_before_the_log():
     assert m.raft_index == BOOTSTRAP_RAFT_INDEX + 1
 
 
+def test_max_request_bytes_counts_the_whole_raft_entry():
+    # The limit applies to the InternalRaftRequest (header with the request
+    # ID, and the request), as etcd measures it, to the byte.
+    from proto.etcdserverpb import raft_internal_pb2
+
+    m = make_member("--max-request-bytes", "1024")
+
+    def entry_size(fill):
+        header = raft_internal_pb2.RequestHeader(ID=m._request_id + 1)
+        put = rpc_pb2.PutRequest(key=b"k", value=b"v" * fill)
+        return raft_internal_pb2.InternalRaftRequest(header=header, put=put).ByteSize()
+
+    fill = next(n for n in range(900, 1024) if entry_size(n) == 1024)
+    m.propose("put", rpc_pb2.PutRequest(key=b"k", value=b"v" * fill))
+    with pytest.raises(RequestTooLargeError):
+        m.propose("put", rpc_pb2.PutRequest(key=b"k", value=b"v" * (fill + 1)))
+    assert m.raft_index == BOOTSTRAP_RAFT_INDEX + 1
+
+
 async def test_health_reports_active_alarms_unless_excluded():
     m = make_member()
     assert await m.health({}) == (True, "")

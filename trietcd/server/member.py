@@ -33,6 +33,10 @@ __all__ = ["Member", "BOOTSTRAP_RAFT_INDEX", "BOOTSTRAP_RAFT_TERM"]
 
 BOOTSTRAP_RAFT_TERM = 2
 BOOTSTRAP_RAFT_INDEX = 4
+# An upper bound on what an InternalRaftRequest adds to the request it
+# carries: the header field (2-byte tag, length, RequestHeader of one 64-bit
+# ID: 14 bytes) and the request's own tag (at most 3 bytes) and length (5).
+_ENTRY_OVERHEAD = 22
 
 ServeTask = Callable[..., Awaitable[None]]
 
@@ -120,18 +124,22 @@ class Member:
         one larger than --max-request-bytes is refused before it reaches the
         log. A single member commits the entry at once.
         """
-        from proto.etcdserverpb import raft_internal_pb2
-
         self._request_id += 1
-        entry = raft_internal_pb2.InternalRaftRequest(
-            header=raft_internal_pb2.RequestHeader(ID=self._request_id)
-        )
-        getattr(entry, field).CopyFrom(request)
-        if entry.ByteSize() > self.config.max_request_bytes:
+        limit = self.config.max_request_bytes
+        # The entry adds at most _ENTRY_OVERHEAD bytes to the request: only a
+        # request near the limit needs the entry built to be measured.
+        if request.ByteSize() + _ENTRY_OVERHEAD > limit and self._entry_size(field, request) > limit:
             raise RequestTooLargeError()
         self.raft_index += 1
         self.applied_index = self.raft_index
         assert self.applied_index <= self.raft_index
+
+    def _entry_size(self, field: str, request) -> int:
+        from proto.etcdserverpb import raft_internal_pb2
+
+        entry = raft_internal_pb2.InternalRaftRequest(header=raft_internal_pb2.RequestHeader(ID=self._request_id))
+        getattr(entry, field).CopyFrom(request)
+        return entry.ByteSize()
 
     # --- sizes ------------------------------------------------------------
 

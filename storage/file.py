@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections import OrderedDict
 import threading
 import time
 
@@ -34,6 +35,7 @@ from .tx import Tx
 
 DEFAULT_PAGE_SIZE = 4096
 CACHE_PAGES_DEFAULT = 16384
+_EVICT_SKIP_MAX = 8  # branch pages passed over before the oldest page goes regardless
 
 
 class LockTimeoutError(StorageError):
@@ -146,7 +148,7 @@ class DB:
         self.no_freelist_sync = no_freelist_sync
         self.fsync = fsync
         self.grow_step_bytes = grow_step_bytes
-        self._cache: dict = {}
+        self._cache: OrderedDict = OrderedDict()  # pgid -> decoded page, oldest first
         self._cache_pages_max = max(cache_pages, 16)
         self._write_lock = threading.Lock()
         self._meta_lock = threading.Lock()
@@ -329,13 +331,27 @@ class DB:
                 raise CorruptError(f"overflow {overflow} runs past the end of the file", pgid)
             data = self._read(pgid * ps, (overflow + 1) * ps)
         page = decode_page(data, pgid)
-        if len(self._cache) >= self._cache_pages_max:
-            try:
-                del self._cache[next(iter(self._cache))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass
-        self._cache[pgid] = page
+        cache = self._cache
+        if len(cache) >= self._cache_pages_max:
+            self._evict_one(cache)
+        cache[pgid] = page
         return page
+
+    @staticmethod
+    def _evict_one(cache: OrderedDict) -> None:
+        """Drop the oldest leaf page (insertion order). Branch pages found on the way move to the back: there
+        are few of them, every lookup passes through one per level, and decoding one costs many leaves.
+        (`move_to_end` never puts back an entry that a commit replaced meanwhile, as a pop and re-insert could.)"""
+        try:
+            for _ in range(_EVICT_SKIP_MAX):
+                pgid = next(iter(cache))
+                if cache[pgid].is_leaf:
+                    del cache[pgid]
+                    return
+                cache.move_to_end(pgid)
+            del cache[next(iter(cache))]
+        except (KeyError, RuntimeError, StopIteration):
+            pass  # another thread changed the cache meanwhile: it is only a cache
 
     def _commit(self, tx: Tx) -> None:
         """Write the dirty pages, sync, write the meta, sync (the only place that writes a commit)."""

@@ -383,3 +383,26 @@ def test_branch_page_types_written():
         root = tx.bucket(b"b").root
     _, flags, count, _ = header(f, root)
     assert flags == BRANCH and count > 1
+
+
+def test_cache_is_bounded_on_reads_and_keeps_branch_pages():
+    f = MemoryFile()
+    db = DB(f)
+    with db.update() as tx:
+        b = tx.create_bucket(b"b")
+        for i in range(3000):
+            b.put(b"%05d" % i, bytes(100))
+    with db.view() as tx:
+        root = tx.bucket(b"b").root
+        leaves = tx.bucket(b"b").stats().leaf_pages
+    assert leaves > 100
+    reopened = DB(MemoryFile(f.data), cache_pages=16)
+    with reopened.view() as tx:
+        b = tx.bucket(b"b")
+        before = reopened.stats()["cache_miss_n"]
+        for i in range(0, 3000, 7):  # every leaf, in key order
+            assert b.get(b"%05d" % i) == bytes(100)
+    s = reopened.stats()
+    assert s["cache_pages"] == 16
+    assert root in reopened._cache
+    assert s["cache_miss_n"] - before == leaves + 1  # the bucket's root page was read once, never dropped

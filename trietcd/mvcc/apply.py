@@ -73,6 +73,9 @@ class Applier:
         if txn is None:
             txn = self.store.read()
         filtered = bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
+        if not r.range_end and not r.count_only:
+            # One key: limit and sort cannot change one kv; count is before filters.
+            return self._range_one(r, txn, filtered)
         limit = r.limit
         if r.sort_order != _NONE or filtered:
             limit = 0  # fetch everything; filter, sort and cut afterwards
@@ -111,6 +114,23 @@ class Applier:
                 value=b"" if keys_only else kv.value,
                 lease=kv.lease,
             )
+        return resp
+
+    def _range_one(self, r: rpc_pb2.RangeRequest, txn: Txn, filtered: bool) -> rpc_pb2.RangeResponse:
+        kv = txn.get(r.key, r.revision)
+        resp = rpc_pb2.RangeResponse()
+        resp.header.revision = txn.rev
+        if kv is not None:
+            resp.count = 1
+            if not filtered or _passes_filters(r, kv):
+                resp.kvs.add(
+                    key=kv.key,
+                    create_revision=kv.create_revision,
+                    mod_revision=kv.mod_revision,
+                    version=kv.version,
+                    value=b"" if r.keys_only else kv.value,
+                    lease=kv.lease,
+                )
         return resp
 
     # ---- Put

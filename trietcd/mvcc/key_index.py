@@ -240,6 +240,18 @@ class TreeIndex:
             raise RevisionNotFound
         return ki.get(at_rev)
 
+    def latest(self, key: bytes, at_rev: int) -> Revision | None:
+        """The revision of key's state at at_rev, None when it was not live."""
+        ki = self._index.get(key)
+        if ki is None:
+            return None
+        if at_rev >= ki.modified.main:  # unchanged since at_rev (see revisions)
+            return ki.modified if ki.generations[-1].revs else None
+        try:
+            return ki.get(at_rev)[0]
+        except RevisionNotFound:
+            return None
+
     def visit(self, key: bytes, end: bytes) -> Iterator[KeyIndex]:
         """KeyIndexes with key <= k < end (end b"" = unbounded), in key order."""
         keys = self._keys

@@ -229,6 +229,17 @@ class KVStore:
         get = self.bucket.get
         return RangeResult(kvs=[get(r) for r in revs], rev=cur_rev, count=total)
 
+    def _get(self, key: bytes, cur_rev: int, rev: int) -> KeyValue | None:
+        # _range of one key, without the result list.
+        if rev > cur_rev:
+            raise FutureRevError
+        if rev <= 0:
+            rev = cur_rev
+        if rev < self.compact_revision:
+            raise CompactedError
+        found = self.index.latest(key, rev)
+        return None if found is None else self.bucket.get(found)
+
 
 class ReadTxn:
     """A read view at the store's current revision."""
@@ -246,9 +257,9 @@ class ReadTxn:
     ) -> RangeResult:
         return self._store._range(key, range_end, self.rev, rev, limit, count_only)
 
-    def get(self, key: bytes) -> KeyValue | None:
-        kvs = self.range(key).kvs
-        return kvs[0] if kvs else None
+    def get(self, key: bytes, rev: int = 0) -> KeyValue | None:
+        """key's row at rev (0: this view's revision), or None; errors as range."""
+        return self._store._get(key, self.rev, rev)
 
 
 class WriteTxn:
@@ -282,9 +293,10 @@ class WriteTxn:
         assert not self._ended
         return self._store._range(key, range_end, self.rev, rev, limit, count_only)
 
-    def get(self, key: bytes) -> KeyValue | None:
-        kvs = self.range(key).kvs
-        return kvs[0] if kvs else None
+    def get(self, key: bytes, rev: int = 0) -> KeyValue | None:
+        """key's row at rev (0: this transaction's revision), or None."""
+        assert not self._ended
+        return self._store._get(key, self.rev, rev)
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         assert not self._ended

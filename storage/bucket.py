@@ -109,7 +109,10 @@ class Bucket:
 
     def get(self, key: bytes) -> bytes | None:
         """The value of `key`, or None when it is absent or names a nested bucket."""
-        self._check_tx()
+        if self.tx.closed:
+            raise TxClosedError("tx closed")
+        if self.root and not self.nodes:
+            return self._get_from_pages(key)
         view = self.page_node(self.root)
         depth = 0
         while not view.is_leaf:
@@ -121,6 +124,31 @@ class Bucket:
                 i = 0
             view = self.page_node(view.vals[i])
             check_child_bounds(keys, i, view)
+            depth += 1
+            if depth > DEPTH_MAX:
+                raise CorruptError("tree deeper than 64 levels (page reference cycle?)", view.pgid)
+        keys = view.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key and not view.flags[i] & BUCKET_LEAF_FLAG:
+            return view.vals[i]
+        return None
+
+    def _get_from_pages(self, key: bytes) -> bytes | None:
+        """`get` when nothing of this bucket is shadowed by nodes: the same walk and checks, inlined."""
+        page = self.tx.page
+        view = page(self.root)
+        depth = 0
+        while not view.is_leaf:
+            keys = view.keys
+            if not keys:
+                raise CorruptError("empty branch page", view.pgid)
+            i = bisect_right(keys, key) - 1
+            if i < 0:
+                i = 0
+            view = page(view.vals[i])
+            ckeys = view.keys
+            if ckeys and ((i and ckeys[0] < keys[i]) or (i + 1 < len(keys) and ckeys[-1] >= keys[i + 1])):
+                check_child_bounds(keys, i, view)  # raises, naming the page
             depth += 1
             if depth > DEPTH_MAX:
                 raise CorruptError("tree deeper than 64 levels (page reference cycle?)", view.pgid)

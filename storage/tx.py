@@ -95,11 +95,12 @@ class Tx:
     # ---- pages (used by buckets and nodes) ----
 
     def page(self, pgid: int) -> Page:
-        if not 2 <= pgid < self.meta.pgid:
-            raise CorruptError(f"reference outside [2, {self.meta.pgid})", pgid)
+        end = self.meta.pgid
+        if not 2 <= pgid < end:
+            raise CorruptError(f"reference outside [2, {end})", pgid)
         page = self.db._page(pgid)
-        if pgid + page.overflow >= self.meta.pgid:
-            raise CorruptError(f"overflow {page.overflow} runs past the high-water mark {self.meta.pgid}", pgid)
+        if pgid + page.overflow >= end:
+            raise CorruptError(f"overflow {page.overflow} runs past the high-water mark {end}", pgid)
         return page
 
     def allocate(self, npages: int) -> int:

@@ -13,6 +13,7 @@ Rules of this module:
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from itertools import accumulate
 from operator import add, lt, sub
 
@@ -236,20 +237,37 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
     count = len(keys)
     assert count < COUNT_MAX, count
     assert min(children, default=2) > 1, children
-    fields = [0] * (4 * count)
-    fields[0::4] = _key_offsets(count, map(len, keys))
-    fields[1::4] = map(len, keys)
-    fields[2::4] = [c & 0xFFFFFFFF for c in children]
-    fields[3::4] = [c >> 32 for c in children]
-    return _assemble(pgid, BRANCH, count, fields, keys, page_size)
+    # A branch element is (pos u32, ksize u32, pgid u64): three fields, packed by a per-count struct.
+    fields = [0] * (3 * count)
+    fields[0::3] = _key_offsets(count, map(len, keys))
+    fields[1::3] = map(len, keys)
+    fields[2::3] = children
+    data = b"".join(keys)
+    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
+    size = table_end + len(data)
+    npages = (size + page_size - 1) // page_size if page_size else 1
+    buf = bytearray(npages * page_size if page_size else size)
+    _header.pack_into(buf, 0, pgid, BRANCH, count, npages - 1)
+    _branch_table(count).pack_into(buf, PAGE_HEADER_SIZE, *fields)
+    buf[table_end:size] = data
+    return buf
 
 
-def _key_offsets(count: int, element_bytes) -> list[int]:
+@lru_cache(maxsize=512)
+def _branch_table(count: int) -> struct.Struct:
+    return struct.Struct("<" + "IIQ" * count)
+
+
+def _key_offsets(count: int, element_bytes):
     """Each element's key offset from its own 16-byte header, given the key+value bytes of every element."""
     # Element i's data starts after all count headers and the data of elements 0..i-1; its header is 16*i in.
-    starts = accumulate(element_bytes, initial=ELEMENT_SIZE * count)
-    offsets = list(map(sub, starts, range(0, ELEMENT_SIZE * count, ELEMENT_SIZE)))
-    return offsets
+    sizes = element_bytes if type(element_bytes) is list else list(element_bytes)
+    if sizes and min(sizes) == max(sizes):  # common (fixed-size keys): an arithmetic run, no sums
+        step = sizes[0] - ELEMENT_SIZE
+        return range(ELEMENT_SIZE * count, ELEMENT_SIZE * count + step * count, step) if step else \
+            [ELEMENT_SIZE * count] * count
+    starts = accumulate(sizes, initial=ELEMENT_SIZE * count)
+    return list(map(sub, starts, range(0, ELEMENT_SIZE * count, ELEMENT_SIZE)))
 
 
 def _assemble(pgid, flags, count, fields, blobs, page_size) -> bytearray:

@@ -238,6 +238,11 @@ class TreeIndex:
         ki = self._index.get(key)
         if ki is None:
             raise RevisionNotFound
+        if at_rev >= ki.modified.main:  # unchanged since at_rev: its latest state
+            g = ki.generations[-1]
+            if not g.revs:
+                raise RevisionNotFound
+            return g.revs[-1], g.created, g.ver
         return ki.get(at_rev)
 
     def latest(self, key: bytes, at_rev: int) -> Revision | None:

@@ -27,6 +27,10 @@ def test_header_field_is_the_encoded_header_and_follows_revision_and_term():
     assert rpc_pb2.RangeResponse.FromString(m.header_field(6)).header.revision == 6
     m.raft_term = 3
     assert rpc_pb2.RangeResponse.FromString(m.header_field(6)).header.raft_term == 3
+    for rev in (0, 1, 127, 128, 2**35, 2**63 - 1, -1):
+        assert m.header_field(rev) == rpc_pb2.RangeResponse(header=m.header(rev)).SerializeToString()
+    m.raft_term = 0
+    assert m.header_field(3) == rpc_pb2.RangeResponse(header=m.header(3)).SerializeToString()
 
 
 def test_each_write_takes_one_raft_entry():

@@ -68,7 +68,9 @@ class Member:
         self.applied_index = BOOTSTRAP_RAFT_INDEX
         # etcd's request IDs: member ID's low 16 bits on top, a counter below.
         self._request_id = (self.id & 0xFFFF) << 48
-        self._header_field: tuple[tuple[int, ...] | None, bytes] = (None, b"")
+        # (revision, (term, cluster id, member id), encoded fields before and
+        # after the revision, the whole field): see header_field.
+        self._header_field: tuple = (None, None, (b"", b""), b"")
         # Called when a graceful stop begins (e.g. the gRPC health service
         # turns NOT_SERVING), before listeners close.
         self.on_stop: list[Callable[[], None]] = []
@@ -104,15 +106,24 @@ class Member:
         """`header(revision)` encoded as field 1 of a response (for
         KVService). The last one is kept: responses at one revision and term
         share it, and bytes cannot be changed by whoever receives them."""
-        key = (revision, self.raft_term, self.membership.cluster_id, self.membership.local_id)
+        ids = (self.raft_term, self.membership.cluster_id, self.membership.local_id)
         cached = self._header_field
-        if cached[0] == key:
-            return cached[1]
-        body = self.header(revision).SerializeToString()
+        if cached[0] == revision and cached[1] == ids:
+            return cached[3]
+        parts = cached[2]
+        if cached[1] != ids:
+            # The fields around the revision (1, 2 before it, 4 after), each
+            # encoded alone: concatenated, they are the header's encoding.
+            full = self.header(0)  # revision 0: no field 3
+            term, full.raft_term = full.raft_term, 0
+            before = full.SerializeToString()
+            full.raft_term = term
+            parts = (before, full.SerializeToString()[len(before) :])
+        body = parts[0] + _revision_field(revision) + parts[1]
         # Tag of field 1, wire type 2, and the length (under 128: a header
         # holds four varints).
         field = b"\x0a" + bytes((len(body),)) + body
-        self._header_field = (key, field)
+        self._header_field = (revision, ids, parts, field)
         return field
 
     # --- writes ---------------------------------------------------------
@@ -225,6 +236,19 @@ def resolve_url(url: str) -> str:
     address = infos[0][4][0]
     netloc = f"{address}:{parts.port}" if parts.port is not None else address
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _revision_field(revision: int) -> bytes:
+    """Field 3 (varint) of a ResponseHeader; nothing for 0, as proto3 encodes."""
+    if revision == 0:
+        return b""
+    out = bytearray(b"\x18")
+    n = revision & 0xFFFFFFFFFFFFFFFF  # int64: a negative one takes ten bytes
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _round_up(n: int, step: int) -> int:

@@ -317,8 +317,7 @@ class _Connection:
             err = self.registry.unknown_method_error(head.path)
             self._answer_error(sid, err.code, err.message)
             return
-        now = trio.current_time()
-        deadline = now + head.timeout_s if head.timeout_s is not None else math.inf
+        deadline = trio.current_time() + head.timeout_s if head.timeout_s is not None else math.inf
         call = Call(self, sid, headers, method, deadline, head.path)
         self.calls[sid] = call
         self._no_calls = trio.Event() if self._no_calls.is_set() else self._no_calls

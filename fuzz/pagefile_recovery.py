@@ -21,6 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from fuzz import harness  # noqa: E402
+
 from storage import DB, CorruptError, MemoryFile  # noqa: E402
 
 NESTING_MAX = 16
@@ -89,27 +91,8 @@ def test_one_input(data: bytes) -> None:
     _one(data, False)
 
 
-def _run_files(paths: list[str]) -> None:
-    for path in paths:
-        with open(path, "rb") as fh:
-            test_one_input(fh.read())
-    print(f"ran {len(paths)} inputs")
-
-
 def main() -> None:
-    args = sys.argv[1:]
-    if args and all(os.path.isfile(a) for a in args):
-        _run_files(args)
-        return
-    try:
-        import atheris
-    except ImportError:
-        files = [os.path.join(d, n) for d in args if os.path.isdir(d) for n in sorted(os.listdir(d))]
-        _run_files(files)
-        return
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    harness.main(test_one_input)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ pointing it at the etcd binary is the self-test of this module.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,17 +31,11 @@ from pathlib import Path
 import pytest
 
 
-def _load_conftest():
-    spec = importlib.util.spec_from_file_location("_e2e_conftest_etcdctl", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.e2e import servers as _conftest  # noqa: E402
 
-
-_conftest = _load_conftest()
 ETCD_BIN = _conftest.ETCD_BIN
-TRIETCD_CMD = shlex.split(os.environ.get("TRIETCD_E2E_CMD", "")) or _conftest.TRIETCD
-ETCD_CMD = [str(ETCD_BIN / "etcd")]
+TRIETCD_CMD = _conftest.TRIETCD_CMD
+ETCD_CMD = _conftest.ETCD_CMD
 
 
 class Side:

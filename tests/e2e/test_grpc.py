@@ -12,11 +12,8 @@ is the self-test of this module.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
-import os
 import re
-import shlex
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,16 +25,10 @@ grpc = pytest.importorskip("grpc")
 from proto.etcdserverpb import rpc_pb2  # noqa: E402
 
 
-def _load_conftest():
-    spec = importlib.util.spec_from_file_location("_e2e_conftest_grpc", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.e2e import servers as _conftest  # noqa: E402
 
-
-_conftest = _load_conftest()
-TRIETCD_CMD = shlex.split(os.environ.get("TRIETCD_E2E_CMD", "")) or _conftest.TRIETCD
-ETCD_CMD = [str(_conftest.ETCD_BIN / "etcd")]
+TRIETCD_CMD = _conftest.TRIETCD_CMD
+ETCD_CMD = _conftest.ETCD_CMD
 MAX_REQUEST_BYTES = 10_000
 # etcd lets gRPC receive this much more than --max-request-bytes, so that a
 # request a bit too large gets etcd's own error instead of grpc-go's.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import random
 from pathlib import Path
 
@@ -12,14 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = sorted((ROOT / "fuzz/corpus/wal_recovery").iterdir())
 
 
-def _target():
-    spec = importlib.util.spec_from_file_location("wal_recovery_target", ROOT / "fuzz/wal_recovery.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TARGET = _target()
+TARGET = importlib.import_module("fuzz.wal_recovery")
 
 
 def test_corpus_is_made_of_etcd_wals():

@@ -2,7 +2,7 @@
 
 1. A module imports only its own layer and the layers below it:
 
-       storage < proto < wal < raft < {mvcc, backend, lease, auth} < server
+       storage < proto < wal < raft < {mvcc, backend, v2store, lease, auth} < server
                < wire < api < peer < {cli, config} < tools
 
    `storage/` knows nothing of etcd or trietcd. `trietcd/wire/` serves any
@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, ("proto",)),
     (2, ("trietcd.wal",)),
     (3, ("trietcd.raft",)),
-    (4, ("trietcd.mvcc", "trietcd.backend", "trietcd.lease", "trietcd.auth")),
+    (4, ("trietcd.mvcc", "trietcd.backend", "trietcd.v2store", "trietcd.lease", "trietcd.auth")),
     (5, ("trietcd.server",)),
     (6, ("trietcd.wire",)),
     (7, ("trietcd.api",)),
@@ -64,6 +64,7 @@ CORES: tuple[str, ...] = (
     # store
     "trietcd/mvcc/*.py",
     "trietcd/backend/schema.py", "trietcd/backend/batch.py",
+    "trietcd/v2store/*.py",
     # member: the pure parts (member.py and the loops are the shell)
     "trietcd/server/membership.py", "trietcd/server/alarms.py", "trietcd/server/errors.py",
     # transport (wire/conn.py, listener.py, tls.py are the shell)

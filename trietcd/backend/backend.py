@@ -1,0 +1,313 @@
+"""etcd's backend on the page file: one batch write transaction, a read view, a read buffer, commits.
+
+Rules (etcd 3.5.1 `server/mvcc/backend`: backend.go, batch_tx.go, tx_buffer.go, hooks.go):
+- Writes go into one long-lived write transaction (`_wtx`) and, mirrored, into the read buffer. Only
+  the owner (the applier, in the trio thread) writes, and never while a commit runs.
+- Reads never touch `_wtx`: the buffer first, then `_rtx`, a read transaction of the last commit.
+  That is what lets `commit_async` spill and fsync `_wtx` in a worker thread while reads go on.
+- A commit first runs the hook (delta §1.2): `consistent_index`/`term` are written if they grew,
+  a pending `confState` is written. Then, if anything is pending, the file commit; then a fresh read
+  view, the old one closed (freed pages stay pending while it is open), a fresh write transaction,
+  and only then the buffer is cleared.
+- A failed file commit loses the batch (the page file rolls it back): the backend is broken
+  from then on (etcd panics there); the WAL replay after a restart repairs it.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from storage import DB, MemoryFile
+
+from ..wal.record import crc32c
+from . import schema
+from .batch import MISSING, ReadBuffer, merge_range
+from .schema import CONF_STATE, CONSISTENT_INDEX, META, TERM, decode_u64, encode_u64
+
+ITEMS_CHUNK_ROWS = 1000  # rows read per step by `items`; the read view may change between steps
+
+
+class BackendBrokenError(Exception):
+    """A commit failed: the batch it held is lost and the backend takes no more writes."""
+
+
+class Snapshot:
+    """A read view of one commit: the bbolt image etcd's Snapshot RPC streams."""
+
+    def __init__(self, tx):
+        self._tx = tx
+        self.size = tx.size
+
+    def write_to(self, stream) -> int:
+        return self._tx.write_to(stream)
+
+    def close(self) -> None:
+        self._tx.rollback()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Backend:
+    """The `member/snap/db` store. Open with `Backend.open(path)` or `Backend.open_memory()`.
+
+    `Backend(db)` wraps an open `storage.DB` (opened with no_freelist_sync=True, as etcd does).
+    """
+
+    def __init__(self, db: DB, *, batch_limit: int = 10_000, path: str | None = None):
+        assert batch_limit > 0, batch_limit
+        self._db = db
+        self.path = path
+        self.batch_limit = batch_limit
+        self.pending = 0  # writes since the last commit, hook writes included (etcd's pending)
+        self._buf = ReadBuffer()
+        self._committing = False
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._conf_state: bytes | None = None  # `confState` JSON to write at the next commit
+        self._ensure_buckets()
+        self._rtx = db.begin(False)
+        self._rbuckets = self._buckets_of(self._rtx)
+        self._wtx = db.begin(True)
+        self._wbuckets = self._buckets_of(self._wtx)
+        self._update_sizes()
+        index, term = self._stored_consistent_index()
+        self._index = index  # the in-memory pair of set_consistent_index
+        self._term = term
+
+    @classmethod
+    def open(cls, path: str, *, batch_limit: int = 10_000, fsync: bool = True,
+             lock_timeout_s: float | None = None) -> "Backend":
+        """Open (or create) the db file at `path`; creates the buckets that are missing."""
+        db = DB.open(path, no_freelist_sync=True, fsync=fsync, lock_timeout_s=lock_timeout_s)
+        try:
+            return cls(db, batch_limit=batch_limit, path=str(path))
+        except BaseException:
+            db.close()
+            raise
+
+    @classmethod
+    def open_memory(cls, data: bytes = b"", *, batch_limit: int = 10_000, fsync: bool = True) -> "Backend":
+        """A backend on a `MemoryFile` holding `data` (empty: a fresh db)."""
+        return cls(DB(MemoryFile(data), no_freelist_sync=True, fsync=fsync), batch_limit=batch_limit)
+
+    def _ensure_buckets(self) -> None:
+        with self._db.view() as tx:
+            missing = [name for name in schema.BUCKETS if tx.bucket(name) is None]
+        if missing:
+            with self._db.update() as tx:
+                for name in missing:
+                    tx.create_bucket(name)
+
+    @staticmethod
+    def _buckets_of(tx) -> dict:
+        return {name: tx.bucket(name) for name in tx.bucket_names()}
+
+    def _stored_consistent_index(self) -> tuple[int, int]:
+        index = self.get(META, CONSISTENT_INDEX)
+        term = self.get(META, TERM)
+        return (decode_u64(index) if index is not None else 0, decode_u64(term) if term is not None else 0)
+
+    # ---- writes (the owner only) ----
+
+    def put(self, bucket: bytes, key: bytes, value: bytes) -> None:
+        assert not self._committing, "backend write while a commit runs"
+        assert self._broken is None, "backend write after a failed commit"
+        self._wbuckets[bucket].put(key, value)
+        self._buf.put(bucket, key, value)
+        self.pending += 1
+
+    def delete(self, bucket: bytes, key: bytes) -> None:
+        assert not self._committing, "backend write while a commit runs"
+        assert self._broken is None, "backend write after a failed commit"
+        self._wbuckets[bucket].delete(key)
+        self._buf.put(bucket, key, None)
+        self.pending += 1
+
+    # ---- reads (buffer over the last commit) ----
+
+    def get(self, bucket: bytes, key: bytes) -> bytes | None:
+        buf = self._buf.buckets.get(bucket)
+        if buf is not None:
+            v = buf.rows.get(key, MISSING)
+            if v is not MISSING:
+                return v
+        b = self._rbuckets.get(bucket)
+        return None if b is None else b.get(key)
+
+    def range(self, bucket: bytes, start: bytes, end: bytes, limit: int = 0) -> list[tuple[bytes, bytes]]:
+        """Rows with keys in [start, end) in key order (end b"" = to the end of the bucket), at most
+        `limit` of them (0 = all)."""
+        return merge_range(self._buf.buckets.get(bucket), self._committed(bucket, start, end), start, end,
+                           limit)
+
+    def _committed(self, bucket: bytes, start: bytes, end: bytes):
+        b = self._rbuckets.get(bucket)
+        if b is None:
+            return
+        c = b.cursor()
+        kv = c.seek(start)
+        while kv is not None:
+            k, v = kv
+            if end and k >= end:
+                return
+            if v is not None:  # nested buckets: none in etcd
+                yield kv
+            kv = c.next()
+
+    def items(self, bucket: bytes):
+        """Every row of `bucket` in key order, read in steps of ITEMS_CHUNK_ROWS (each step sees the
+        latest writes)."""
+        start = b""
+        while True:
+            rows = self.range(bucket, start, b"", ITEMS_CHUNK_ROWS)
+            yield from rows
+            if len(rows) < ITEMS_CHUNK_ROWS:
+                return
+            start = rows[-1][0] + b"\x00"
+
+    # ---- the pre-commit hook ----
+
+    def set_consistent_index(self, index: int, term: int) -> None:
+        """The (index, term) of the entry being applied; written at the next commit if it grew."""
+        assert index >= 0 and term >= 0, (index, term)
+        self._index = index
+        self._term = term
+
+    def consistent_index(self) -> tuple[int, int]:
+        return self._index, self._term
+
+    def set_conf_state(self, cs) -> None:
+        """A ConfChange was applied: write this ConfState as `confState` at the next commit."""
+        self._conf_state = schema.conf_state_json(cs)
+
+    def _run_hook(self) -> None:
+        index, term = self._index, self._term
+        if index:
+            stored_index, stored_term = self._stored_consistent_index()
+            if term > stored_term or (term == stored_term and index > stored_index):
+                self.put(META, CONSISTENT_INDEX, encode_u64(index))
+                if term:
+                    self.put(META, TERM, encode_u64(term))
+        if self._conf_state is not None:
+            self.put(META, CONF_STATE, self._conf_state)
+            self._conf_state = None
+
+    # ---- commits ----
+
+    def commit(self) -> None:
+        """Run the hook; commit the batch if anything is pending (fsync included); fresh views."""
+        self._check_can_commit()
+        self._run_hook()
+        if not self.pending:
+            return
+        try:
+            self._wtx.commit()
+        except BaseException as e:
+            self._broken = e
+            raise
+        self._after_commit()
+
+    async def commit_async(self) -> None:
+        """`commit`, with the file work (spill, write, fsync) in a worker thread. Reads are served by
+        the old view and the buffer meanwhile; writes must wait for it."""
+        self._check_can_commit()
+        self._run_hook()
+        if not self.pending:
+            return
+        self._committing = True
+        try:
+            # Not abandoned on cancel: the commit finishes and the views are swapped before a
+            # Cancelled can surface.
+            await trio.to_thread.run_sync(self._wtx.commit)
+        except BaseException as e:
+            self._broken = e
+            raise
+        finally:
+            self._committing = False
+        self._after_commit()
+
+    def _check_can_commit(self) -> None:
+        assert not self._committing, "commit while a commit runs"
+        assert not self._closed, "backend closed"
+        if self._broken is not None:
+            raise BackendBrokenError("an earlier commit failed") from self._broken
+
+    def _after_commit(self) -> None:
+        old = self._rtx
+        self._rtx = self._db.begin(False)
+        self._rbuckets = self._buckets_of(self._rtx)
+        old.rollback()
+        self._wtx = self._db.begin(True)
+        self._wbuckets = self._buckets_of(self._wtx)
+        self._buf.clear()
+        self.pending = 0
+        self._update_sizes()
+
+    def _update_sizes(self) -> None:
+        # etcd takes both at every transaction begin: the size is the high-water mark, and in use is
+        # that minus the free pages (pages still pending for an open reader count as in use).
+        stats = self._db.stats()
+        self._size_bytes = self._rtx.size
+        self._size_in_use_bytes = self._size_bytes - stats["free_page_n"] * stats["page_size"]
+
+    # ---- whole-db views ----
+
+    def hash(self) -> int:
+        """Maintenance.Hash: CRC-32C of every bucket name and row except meta's consistent_index and
+        term (backend-schema §8.1, delta §1.3). Commits first."""
+        return self._hash(skip_meta=(CONSISTENT_INDEX, TERM))
+
+    def hash_all(self) -> int:
+        """The same over every row (`etcdutl snapshot status`'s hash of this db). Commits first."""
+        return self._hash(skip_meta=())
+
+    def _hash(self, skip_meta) -> int:
+        self.commit()
+        tx = self._rtx
+        h = 0
+        for name in tx.bucket_names():
+            h = crc32c(h, name)
+            skip = skip_meta if name == META else ()
+            for k, v in tx.bucket(name).items():
+                if v is None or k in skip:
+                    continue
+                h = crc32c(crc32c(h, k), v)
+        return h
+
+    def size_bytes(self) -> int:
+        """The db size etcd reports: the file's high-water mark at the last commit."""
+        return self._size_bytes
+
+    def size_in_use_bytes(self) -> int:
+        return self._size_in_use_bytes
+
+    def snapshot(self) -> Snapshot:
+        """Commit, then a read view of the db to stream (close it when done)."""
+        self.commit()
+        return Snapshot(self._db.begin(False))
+
+    def close(self) -> None:
+        """Commit what is pending and close the file (a broken backend just closes)."""
+        if self._closed:
+            return
+        try:
+            if self._broken is None:
+                self.commit()
+        finally:
+            self._closed = True
+            if not self._wtx.closed:
+                self._wtx.rollback()
+            self._rtx.rollback()
+            self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

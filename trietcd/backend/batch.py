@@ -1,0 +1,109 @@
+"""The read buffer: the writes of the open batch transaction, as reads must see them (etcd's txReadBuffer).
+
+Rules:
+- A bucket's buffer maps key -> value, or key -> None for a delete; the last write of a key wins.
+- Reads consult the buffer first and fall back to the read view of the last commit: a key in the
+  buffer hides the committed row (None = deleted), other keys come from the view.
+- `keys` lists the buffered keys of a bucket once each; `in_order` says it is sorted. Writes of the
+  `key` bucket come in revision order, so it usually stays sorted without work; a range sorts it
+  when a write came out of order.
+- The buffer is cleared only after the batch it mirrors is committed and a read view of that commit
+  is in place, so no write is ever invisible.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+MISSING = object()  # `BucketBuffer.rows.get(key, MISSING)`: the buffer knows nothing of key
+
+
+class BucketBuffer:
+    __slots__ = ("rows", "keys", "in_order")
+
+    def __init__(self):
+        self.rows: dict[bytes, bytes | None] = {}
+        self.keys: list[bytes] = []  # every key of rows once; sorted when in_order
+        self.in_order = True
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        rows = self.rows
+        n = len(rows)
+        rows[key] = value
+        if len(rows) != n:
+            keys = self.keys
+            if self.in_order and keys and key < keys[-1]:
+                self.in_order = False
+            keys.append(key)
+
+    def sorted_keys(self) -> list[bytes]:
+        if not self.in_order:
+            self.keys.sort()
+            self.in_order = True
+        return self.keys
+
+
+class ReadBuffer:
+    """The buffered writes of every bucket since the last commit."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self):
+        self.buckets: dict[bytes, BucketBuffer] = {}
+
+    def __len__(self) -> int:
+        return sum(len(b.rows) for b in self.buckets.values())
+
+    def put(self, bucket: bytes, key: bytes, value: bytes | None) -> None:
+        buf = self.buckets.get(bucket)
+        if buf is None:
+            buf = self.buckets[bucket] = BucketBuffer()
+        buf.put(key, value)
+
+    def get(self, bucket: bytes, key: bytes):
+        """The buffered value (None = deleted), or MISSING when the buffer has no write of key."""
+        buf = self.buckets.get(bucket)
+        if buf is None:
+            return MISSING
+        return buf.rows.get(key, MISSING)
+
+    def clear(self) -> None:
+        self.buckets = {}
+
+
+def merge_range(buf: BucketBuffer | None, committed, start: bytes, end: bytes, limit: int = 0) -> list:
+    """Rows of [start, end) (end b"" = no upper bound) in key order: `buf` over `committed`.
+
+    `committed` iterates the committed (key, value) rows of [start, end) in key order; it is consumed
+    lazily, so a limit stops the walk early. `limit` 0 = no limit.
+    """
+    assert limit >= 0, limit
+    out: list[tuple[bytes, bytes]] = []
+    append = out.append
+    if buf is None or not buf.rows:
+        for kv in committed:
+            append(kv)
+            if len(out) == limit:
+                break
+        return out
+    keys = buf.sorted_keys()
+    rows = buf.rows
+    i = bisect_left(keys, start)
+    j = bisect_left(keys, end) if end else len(keys)
+    nxt = next(committed, None)
+    while i < j or nxt is not None:
+        if i < j and (nxt is None or keys[i] <= nxt[0]):
+            k = keys[i]
+            i += 1
+            if nxt is not None and nxt[0] == k:
+                nxt = next(committed, None)  # shadowed by the buffer
+            v = rows[k]
+            if v is None:
+                continue
+            append((k, v))
+        else:
+            append(nxt)
+            nxt = next(committed, None)
+        if len(out) == limit:
+            break
+    return out

@@ -171,7 +171,7 @@ def test_compaction_keeps_latest_live_row_per_key():
     with s.write() as txn:  # 7_0, 7_1
         txn.put(b"t1", b"a")
         txn.put(b"t2", b"b")
-    keep = s.compact(4)
+    keep = s.compact(4).keep
     assert keep == {Revision(3), Revision(4)}
     assert [r for r, _, _ in bucket.items()] == [
         Revision(3), Revision(4), Revision(5), Revision(6), Revision(7, 0), Revision(7, 1)

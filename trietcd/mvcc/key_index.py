@@ -216,6 +216,12 @@ class TreeIndex:
             bisect.insort(self._keys, key)
         ki.put(rev)
 
+    def load(self, key_indexes: dict[bytes, KeyIndex]) -> None:
+        """Take the key indexes a restore built (the index must be empty)."""
+        assert not self._index
+        self._index = dict(key_indexes)
+        self._keys = sorted(self._index)
+
     def insert(self, ki: KeyIndex) -> None:
         assert ki.key not in self._index
         self._index[ki.key] = ki

@@ -5,46 +5,56 @@ Two parts, like etcd:
 - the key index (`TreeIndex`): key -> generations of revisions;
 - the key bucket (`KeyBucket`): revision -> KeyValue row, the shape of etcd's
   bbolt `key` bucket (17-byte revision keys, tombstone rows carry only the key).
-  `MemoryKeyBucket` keeps it in memory; the durable backend fills the same
-  interface later.
+  `MemoryKeyBucket` keeps it in memory; `BackendKeyBucket` (rows.py) keeps it in
+  the backend's `key` bucket, byte-exact as etcd.
 
 Rules:
 
 - A fresh store is at revision 1 (etcd's first revision; no key has it).
 - A write transaction that changes something gets revision current+1; all its
   changes share that main revision with sub 0, 1, 2, ... A write transaction
-  that changes nothing (a delete of nothing) leaves the revision alone.
+  that changes nothing (a delete of nothing) leaves the revision alone. Its rows
+  go to the bucket as they are made, in revision order.
 - Reads inside a write transaction see its own earlier changes.
 - Reads at a revision > current fail with FutureRevError, at a revision below
   the compacted revision with CompactedError (the compacted revision itself is
   still readable).
 - Only one transaction is open at a time: callers run each request to its end
   without yielding (the server's applier owns the store).
+
+A durable store (`KVStore.open(backend)`) never commits: its owner commits the
+backend. Compaction is etcd's (backend-schema.md §2.4): `compact(rev)` moves the
+compacted revision and the index at once, writes `scheduledCompactRev` (commit
+right after), and returns a `Compaction` whose steps delete the rows; the last
+step writes `finishedCompactRev`. Reads never need the deleted rows, so the
+rows may go later. On restart (`open`) a compaction that was scheduled but not
+finished is offered again as `pending_compaction`.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import attrs
 
 from trietcd.mvcc.errors import CompactedError, FutureRevError
-from trietcd.mvcc.key_index import RevisionNotFound, TreeIndex
-from trietcd.mvcc.revision import Revision
-
-
-@attrs.frozen(slots=True)
-class KeyValue:
-    """One row of the key bucket (mvccpb.KeyValue)."""
-
-    key: bytes
-    create_revision: int = 0
-    mod_revision: int = 0
-    version: int = 0
-    value: bytes = b""
-    lease: int = 0
-
+from trietcd.mvcc.key_index import KeyIndex, RevisionNotFound, TreeIndex
+from trietcd.mvcc.revision import Revision, bytes_to_revision, revision_to_bytes
+from trietcd.mvcc.rows import (
+    FINISHED_COMPACT_REV,
+    KEY_BUCKET,
+    META_BUCKET,
+    SCHEDULED_COMPACT_REV,
+    Backend,
+    BackendKeyBucket,
+    KeyValue,
+    compact_rev_bytes,
+    decode_kv,
+    encode_kv,
+)
+from trietcd.wal.record import crc32c
 
 @attrs.frozen(slots=True)
 class Change:
@@ -67,8 +77,14 @@ class KeyBucket(Protocol):
 
     def put(self, rev: Revision, kv: KeyValue, tombstone: bool) -> None: ...
     def get(self, rev: Revision) -> KeyValue: ...
-    def delete(self, rev: Revision) -> None: ...
-    def revisions_upto(self, main: int) -> list[Revision]: ...
+    def delete(self, rev: Revision, tombstone: bool = False) -> None: ...
+    def scan(self, start: Revision, upto_main: int, limit: int) -> list[tuple[Revision, bool]]:
+        """Up to limit (rev, is_tombstone) of rows with start <= rev and main <= upto_main."""
+        ...
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every row as etcd stores it (revision bytes, KeyValue bytes), in order."""
+        ...
+    def items(self) -> Iterator[tuple[Revision, KeyValue, bool]]: ...
     def size_bytes(self) -> int: ...
     def __len__(self) -> int: ...
 
@@ -102,7 +118,7 @@ class MemoryKeyBucket:
     def row(self, rev: Revision) -> tuple[KeyValue, bool]:
         return self._rows[rev]
 
-    def delete(self, rev: Revision) -> None:
+    def delete(self, rev: Revision, tombstone: bool = False) -> None:
         kv, _ = self._rows.pop(rev)
         self._size_bytes -= _row_bytes(kv)
         self._deleted += 1
@@ -110,14 +126,21 @@ class MemoryKeyBucket:
             self._order = [r for r in self._order if r in self._rows]
             self._deleted = 0
 
-    def revisions_upto(self, main: int) -> list[Revision]:
+    def scan(self, start: Revision, upto_main: int, limit: int) -> list[tuple[Revision, bool]]:
+        order = self._order
         out = []
-        for rev in self._order:
-            if rev.main > main:
+        for i in range(bisect.bisect_left(order, start), len(order)):
+            rev = order[i]
+            if rev.main > upto_main or len(out) >= limit:
                 break
-            if rev in self._rows:
-                out.append(rev)
+            row = self._rows.get(rev)
+            if row is not None:
+                out.append((rev, row[1]))
         return out
+
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        for rev, kv, tombstone in self.items():
+            yield revision_to_bytes(rev, tombstone), encode_kv(kv, tombstone)
 
     def items(self) -> Iterator[tuple[Revision, KeyValue, bool]]:
         for rev in self._order:
@@ -143,15 +166,74 @@ def index_end(range_end: bytes) -> bytes | None:
 
 
 class KVStore:
-    def __init__(self, bucket: KeyBucket | None = None) -> None:
+    def __init__(self, bucket: KeyBucket | None = None, backend: Backend | None = None) -> None:
+        """An empty store; with a backend, rows go to its `key` bucket (use
+        `open` for a backend that may hold rows already)."""
+        if backend is not None:
+            assert bucket is None
+            bucket = BackendKeyBucket(backend)
         self.bucket: KeyBucket = bucket if bucket is not None else MemoryKeyBucket()
+        self.backend = backend
         self.index = TreeIndex()
         self.current_revision = 1  # invariant: >= every main revision in the index
         self.compact_revision = -1  # -1: never compacted; invariant: <= current_revision
+        self.finished_compact_revision = -1  # the last compaction whose rows are all gone
+        # A compaction scheduled before the restart and not finished; its owner
+        # runs it (and commits) like one `compact` returned.
+        self.pending_compaction: Compaction | None = None
         self._txn_open = False
         # Called as listener(revision, changes) after each write transaction
         # that changed something (watch hub, lessor).
         self.commit_listeners: list[Callable[[int, list[Change]], None]] = []
+
+    @classmethod
+    def open(cls, backend: Backend) -> KVStore:
+        """The store kept in backend, rebuilt as etcd's restore does: every row of
+        `key` in order; a key's first row starts it (a tombstone first: the key's
+        earlier rows are compacted away, it is not indexed), a tombstone ends the
+        generation, a later put starts the next. The current revision is the main
+        of the last row, but at least the compacted revision."""
+        store = cls(backend=backend)
+        finished = _meta_revision(backend, FINISHED_COMPACT_REV)
+        scheduled = _meta_revision(backend, SCHEDULED_COMPACT_REV)
+        key_indexes: dict[bytes, KeyIndex] = {}
+        current = 1
+        count = size = 0
+        for k, v in backend.items(KEY_BUCKET):
+            count += 1
+            size += 16 + len(k) + len(v)
+            rev, tombstone = bytes_to_revision(k)
+            current = rev.main
+            kv = decode_kv(v)
+            ki = key_indexes.get(kv.key)
+            if ki is None:
+                if tombstone:
+                    continue
+                ki = KeyIndex(kv.key)
+                ki.restore(Revision(kv.create_revision, 0), rev, kv.version)
+                key_indexes[kv.key] = ki
+            elif tombstone:
+                try:
+                    ki.tombstone(rev)
+                except RevisionNotFound:
+                    pass  # a second tombstone: etcd logs it and goes on
+            else:
+                ki.put(rev)
+        store.index.load(key_indexes)
+        assert isinstance(store.bucket, BackendKeyBucket)
+        store.bucket.set_counts(count, size)
+        if finished is not None:
+            store.compact_revision = store.finished_compact_revision = finished
+        if scheduled is not None and scheduled <= store.compact_revision:
+            scheduled = None
+        # etcd takes max(last row, finished); a compaction that deleted every
+        # row and stopped before writing finishedCompactRev would then leave the
+        # revision below the scheduled one and the compaction not resumed.
+        # The scheduled revision was current once, so it counts too.
+        store.current_revision = max(current, store.compact_revision, scheduled or 0)
+        if scheduled is not None:
+            store.pending_compaction = store.compact(scheduled)
+        return store
 
     # ---- transactions
 
@@ -194,20 +276,59 @@ class KVStore:
         """Bytes the stored revisions would take in the backend's key bucket."""
         return self.bucket.size_bytes()
 
-    def compact(self, rev: int) -> set[Revision]:
+    def compact(self, rev: int) -> Compaction:
         """Compact history up to rev: keeps, per key, its latest row at rev if the
-        key is live then, and every row after rev. Returns the kept revisions <= rev."""
+        key is live then, and every row after rev. Reads below rev fail from now
+        on. With a backend, writes `scheduledCompactRev` (the caller commits it)
+        and returns the compaction to run step by step; without one, the
+        compaction is already done."""
         assert not self._txn_open
         if rev <= self.compact_revision:
             raise CompactedError
         if rev > self.current_revision:
             raise FutureRevError
         self.compact_revision = rev
-        keep = self.index.compact(rev)
-        for r in self.bucket.revisions_upto(rev):
-            if r not in keep:
-                self.bucket.delete(r)
-        return keep
+        if self.backend is not None:
+            self.backend.put(META_BUCKET, SCHEDULED_COMPACT_REV, compact_rev_bytes(rev))
+        compaction = Compaction(self, rev, self.index.compact(rev))
+        if self.backend is None:
+            compaction.run()
+        return compaction
+
+    def _finish_compaction(self, rev: int) -> None:
+        # Compactions run in the order they were made; a late finish of an
+        # older one must not move finishedCompactRev back.
+        if rev <= self.finished_compact_revision:
+            return
+        self.finished_compact_revision = rev
+        if self.backend is not None:
+            self.backend.put(META_BUCKET, FINISHED_COMPACT_REV, compact_rev_bytes(rev))
+
+    def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
+        """Maintenance.HashKV (backend-schema.md §8.2): (hash, current revision,
+        compacted revision). CRC-32C of b"key" and each row (key, value) in key
+        order with main <= rev, leaving out rows at or below the compacted
+        revision that compaction at rev would not keep (none left out when it
+        keeps nothing)."""
+        assert not self._txn_open
+        cur, compacted = self.current_revision, self.compact_revision
+        if 0 < rev <= compacted:
+            raise CompactedError
+        if rev > cur:
+            raise FutureRevError
+        if rev <= 0:
+            rev = cur
+        keep = self.index.keep(rev)
+        upper = revision_to_bytes(Revision(rev + 1, 0))
+        lower = revision_to_bytes(Revision(compacted + 1, 0)) if compacted >= 0 else b""
+        h = crc32c(0, KEY_BUCKET)
+        for k, v in self.bucket.raw_items():
+            if k >= upper:
+                break
+            if k < lower and keep and bytes_to_revision(k)[0] not in keep:
+                continue
+            h = crc32c(crc32c(h, k), v)
+        return h, cur, compacted
 
     # ---- reads shared by both transaction kinds
 
@@ -342,7 +463,7 @@ class WriteTxn:
         store = self._store
         for change in reversed(self.changes):
             store.index.undo(change.kv.key, change.rev)
-            store.bucket.delete(change.rev)
+            store.bucket.delete(change.rev, change.deleted)
         self.changes.clear()
         self.end()
 
@@ -357,3 +478,50 @@ class WriteTxn:
             assert store.current_revision == self.begin_rev + 1
             for listener in store.commit_listeners:
                 listener(store.current_revision, self.changes)
+
+
+class Compaction:
+    """Deleting the rows a compaction at `revision` does not keep (etcd's
+    scheduleCompaction): each step looks at up to `limit` rows with main <=
+    revision, deletes those not in `keep`, and the step that sees fewer than
+    `limit` rows writes `finishedCompactRev`. Commit the backend after each
+    step. Run compactions in the order `compact` made them."""
+
+    def __init__(self, store: KVStore, revision: int, keep: set[Revision]) -> None:
+        self.revision = revision
+        self.keep = keep
+        self.done = False
+        self.deleted = 0  # rows deleted so far
+        self._store = store
+        self._next = Revision(0, 0)
+
+    def step(self, limit: int = 1000) -> bool:
+        """One batch; True when the compaction is done."""
+        assert limit > 0
+        if self.done:
+            return True
+        bucket, keep = self._store.bucket, self.keep
+        rows = bucket.scan(self._next, self.revision, limit)
+        for rev, tombstone in rows:
+            if rev not in keep:
+                bucket.delete(rev, tombstone)
+                self.deleted += 1
+        if len(rows) < limit:
+            self._store._finish_compaction(self.revision)
+            self.done = True
+            return True
+        last = rows[-1][0]
+        self._next = Revision(last.main, last.sub + 1)
+        return False
+
+    def run(self, limit: int = 1000) -> None:
+        """All steps at once (no commits in between)."""
+        while not self.step(limit):
+            pass
+
+
+def _meta_revision(backend: Backend, key: bytes) -> int | None:
+    data = backend.get(META_BUCKET, key)
+    if not data:
+        return None
+    return bytes_to_revision(data)[0].main

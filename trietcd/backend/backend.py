@@ -65,7 +65,9 @@ class Backend:
         self.batch_limit = batch_limit
         self.pending = 0  # writes since the last commit, hook writes included (etcd's pending)
         self._buf = ReadBuffer()
-        self._committing = False
+        self._bufs = self._buf.buckets  # the same dict, one lookup shorter
+        # Why writes are refused now (None: they are not): a commit runs, a commit failed, closed.
+        self._write_block: str | None = None
         self._broken: BaseException | None = None
         self._closed = False
         self._conf_state: bytes | None = None  # `confState` JSON to write at the next commit
@@ -115,23 +117,29 @@ class Backend:
     # ---- writes (the owner only) ----
 
     def put(self, bucket: bytes, key: bytes, value: bytes) -> None:
-        assert not self._committing, "backend write while a commit runs"
-        assert self._broken is None, "backend write after a failed commit"
+        assert self._write_block is None, self._write_block
         self._wbuckets[bucket].put(key, value)
-        self._buf.put(bucket, key, value)
+        buf = self._bufs.get(bucket)
+        if buf is None:
+            buf = self._buf.bucket(bucket)
+        buf.rows[key] = value  # BucketBuffer.put, inlined: the hot path of every write
+        buf.sorted = None
         self.pending += 1
 
     def delete(self, bucket: bytes, key: bytes) -> None:
-        assert not self._committing, "backend write while a commit runs"
-        assert self._broken is None, "backend write after a failed commit"
+        assert self._write_block is None, self._write_block
         self._wbuckets[bucket].delete(key)
-        self._buf.put(bucket, key, None)
+        buf = self._bufs.get(bucket)
+        if buf is None:
+            buf = self._buf.bucket(bucket)
+        buf.rows[key] = None
+        buf.sorted = None
         self.pending += 1
 
     # ---- reads (buffer over the last commit) ----
 
     def get(self, bucket: bytes, key: bytes) -> bytes | None:
-        buf = self._buf.buckets.get(bucket)
+        buf = self._bufs.get(bucket)
         if buf is not None:
             v = buf.rows.get(key, MISSING)
             if v is not MISSING:
@@ -142,7 +150,7 @@ class Backend:
     def range(self, bucket: bytes, start: bytes, end: bytes, limit: int = 0) -> list[tuple[bytes, bytes]]:
         """Rows with keys in [start, end) in key order (end b"" = to the end of the bucket), at most
         `limit` of them (0 = all)."""
-        return merge_range(self._buf.buckets.get(bucket), self._committed(bucket, start, end), start, end,
+        return merge_range(self._bufs.get(bucket), self._committed(bucket, start, end), start, end,
                            limit)
 
     def _committed(self, bucket: bytes, start: bytes, end: bytes):
@@ -208,7 +216,7 @@ class Backend:
         try:
             self._wtx.commit()
         except BaseException as e:
-            self._broken = e
+            self._break(e)
             raise
         self._after_commit()
 
@@ -219,23 +227,25 @@ class Backend:
         self._run_hook()
         if not self.pending:
             return
-        self._committing = True
+        self._write_block = "backend write while a commit runs"
         try:
             # Not abandoned on cancel: the commit finishes and the views are swapped before a
             # Cancelled can surface.
             await trio.to_thread.run_sync(self._wtx.commit)
         except BaseException as e:
-            self._broken = e
+            self._break(e)
             raise
-        finally:
-            self._committing = False
+        self._write_block = None
         self._after_commit()
 
     def _check_can_commit(self) -> None:
-        assert not self._committing, "commit while a commit runs"
-        assert not self._closed, "backend closed"
         if self._broken is not None:
             raise BackendBrokenError("an earlier commit failed") from self._broken
+        assert self._write_block is None, self._write_block
+
+    def _break(self, e: BaseException) -> None:
+        self._broken = e
+        self._write_block = "backend write after a failed commit"
 
     def _after_commit(self) -> None:
         old = self._rtx
@@ -300,6 +310,7 @@ class Backend:
                 self.commit()
         finally:
             self._closed = True
+            self._write_block = "backend closed"
             if not self._wtx.closed:
                 self._wtx.rollback()
             self._rtx.rollback()

@@ -4,9 +4,8 @@ Rules:
 - A bucket's buffer maps key -> value, or key -> None for a delete; the last write of a key wins.
 - Reads consult the buffer first and fall back to the read view of the last commit: a key in the
   buffer hides the committed row (None = deleted), other keys come from the view.
-- `keys` lists the buffered keys of a bucket once each; `in_order` says it is sorted. Writes of the
-  `key` bucket come in revision order, so it usually stays sorted without work; a range sorts it
-  when a write came out of order.
+- A write only stores the row and drops the bucket's sorted key list; the first range after writes
+  sorts the keys again (puts are many, ranges over the buffer few).
 - The buffer is cleared only after the batch it mirrors is committed and a read view of that commit
   is in place, so no write is ever invisible.
 """
@@ -19,28 +18,22 @@ MISSING = object()  # `BucketBuffer.rows.get(key, MISSING)`: the buffer knows no
 
 
 class BucketBuffer:
-    __slots__ = ("rows", "keys", "in_order")
+    __slots__ = ("rows", "sorted")
 
     def __init__(self):
         self.rows: dict[bytes, bytes | None] = {}
-        self.keys: list[bytes] = []  # every key of rows once; sorted when in_order
-        self.in_order = True
+        self.sorted: list[bytes] | None = None  # the keys of rows in order; None = to be computed
 
     def put(self, key: bytes, value: bytes | None) -> None:
-        rows = self.rows
-        n = len(rows)
-        rows[key] = value
-        if len(rows) != n:
-            keys = self.keys
-            if self.in_order and keys and key < keys[-1]:
-                self.in_order = False
-            keys.append(key)
+        self.rows[key] = value
+        self.sorted = None
 
     def sorted_keys(self) -> list[bytes]:
-        if not self.in_order:
-            self.keys.sort()
-            self.in_order = True
-        return self.keys
+        keys = self.sorted
+        if keys is None:
+            # Writes of the `key` bucket arrive in revision order, so this sort is mostly one pass.
+            keys = self.sorted = sorted(self.rows)
+        return keys
 
 
 class ReadBuffer:
@@ -54,11 +47,15 @@ class ReadBuffer:
     def __len__(self) -> int:
         return sum(len(b.rows) for b in self.buckets.values())
 
-    def put(self, bucket: bytes, key: bytes, value: bytes | None) -> None:
-        buf = self.buckets.get(bucket)
+    def bucket(self, name: bytes) -> BucketBuffer:
+        """The buffer of bucket `name`, created when missing."""
+        buf = self.buckets.get(name)
         if buf is None:
-            buf = self.buckets[bucket] = BucketBuffer()
-        buf.put(key, value)
+            buf = self.buckets[name] = BucketBuffer()
+        return buf
+
+    def put(self, bucket: bytes, key: bytes, value: bytes | None) -> None:
+        self.bucket(bucket).put(key, value)
 
     def get(self, bucket: bytes, key: bytes):
         """The buffered value (None = deleted), or MISSING when the buffer has no write of key."""
@@ -68,7 +65,7 @@ class ReadBuffer:
         return buf.rows.get(key, MISSING)
 
     def clear(self) -> None:
-        self.buckets = {}
+        self.buckets.clear()  # in place: the backend keeps a reference to the dict
 
 
 def merge_range(buf: BucketBuffer | None, committed, start: bytes, end: bytes, limit: int = 0) -> list:

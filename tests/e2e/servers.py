@@ -82,16 +82,19 @@ def wait_ready(server: Server, timeout: float = 15) -> None:
     raise AssertionError(f"server not ready:\n{server.log()}")
 
 
-def start(tmp_path: Path, command: list[str], *extra: str, env: dict | None = None) -> Server:
+def start(tmp_path: Path, command: list[str], *extra: str, env: dict | None = None,
+          name: str = "node1", data_dir: Path | None = None) -> Server:
+    """A server named `name` on `data_dir` (default: <tmp_path>/<name>.etcd) with fresh loopback ports; tmp_path
+    holds its log and is its working directory."""
     client_url = f"http://127.0.0.1:{free_port()}"
     peer_url = f"http://127.0.0.1:{free_port()}"
-    data_dir = tmp_path / "node1.etcd"
+    data_dir = data_dir or tmp_path / f"{name}.etcd"
     log_path = tmp_path / f"server-{client_url.rsplit(':', 1)[1]}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
     full_env.update(env or {})
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*command, *server_flags("node1", data_dir, client_url, peer_url), *extra],
+            [*command, *server_flags(name, data_dir, client_url, peer_url), *extra],
             stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path, start_new_session=True,
         )
     server = Server(proc, client_url, peer_url, data_dir, log_path)

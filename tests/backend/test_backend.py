@@ -421,3 +421,13 @@ async def test_a_failed_commit_breaks_the_backend():
     f.fail = False
     with Backend.open_memory(bytes(f.data)) as again:
         assert again.get(KEY, b"a") is None
+
+
+def test_open_reads_without_writing_and_holds_the_lock(tmp_path):
+    from storage import LockTimeoutError
+    path = fixture_copy(DB_351, tmp_path)
+    with Backend.open(path) as b:
+        assert b.get(KEY, b"\x00" * 8 + b"_" + b"\x00" * 8) is None
+        with pytest.raises(LockTimeoutError):
+            Backend.open(path, lock_timeout_s=0)
+    assert Path(path).read_bytes() == DB_351.read_bytes()  # all buckets there, nothing pending: no commit

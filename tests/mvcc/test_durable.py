@@ -366,3 +366,24 @@ def test_aborted_txn_takes_its_rows_back_from_the_backend():
     assert key_rows(backend) == before
     backend.commit()
     assert KVStore.open(backend.image()).range(b"", b"\x00").kvs == [KeyValue(b"a", 2, 2, 1, b"1")]
+
+
+def test_applier_compaction_returns_the_compaction_to_run():
+    from proto.etcdserverpb import rpc_pb2
+    from trietcd.mvcc.apply import Applier
+
+    backend = FakeBackend()
+    store = build(backend)
+    rev = store.current_revision - 5
+    resp, compaction = Applier(store).compaction(rpc_pb2.CompactionRequest(revision=rev))
+    assert resp.header.revision == store.current_revision
+    assert (compaction.revision, compaction.done, store.compact_revision) == (rev, False, rev)
+    compaction.run()
+    assert compaction.done and backend.get(b"meta", b"finishedCompactRev") == revision_to_bytes(Revision(rev))
+    with pytest.raises(CompactedError):
+        Applier(store).compaction(rpc_pb2.CompactionRequest(revision=rev))
+    # In memory there is nothing left to do.
+    memory = KVStore()
+    memory.put(b"a", b"1")
+    _, done = Applier(memory).compaction(rpc_pb2.CompactionRequest(revision=2))
+    assert done.done

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from proto.etcdserverpb import rpc_pb2
 from trietcd.mvcc.errors import CompactedError, FutureRevError, KeyNotFoundError, LeaseNotFoundError, MvccError
 from trietcd.mvcc.gosort import go_sort, go_sort_reverse
-from trietcd.mvcc.store import KeyValue, KVStore, ReadTxn, WriteTxn
+from trietcd.mvcc.store import Compaction, KeyValue, KVStore, ReadTxn, WriteTxn
 
 RangeRequest = rpc_pb2.RangeRequest
 Compare = rpc_pb2.Compare
@@ -257,13 +257,14 @@ class Applier:
 
     # ---- Compaction
 
-    def compaction(self, r: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
-        """Compacts the store now (the in-memory store has nothing to do later,
-        so `physical` needs no wait)."""
-        self.store.compact(r.revision)
+    def compaction(self, r: rpc_pb2.CompactionRequest) -> tuple[rpc_pb2.CompactionResponse, Compaction]:
+        """Compacts the store's index now and returns the compaction whose steps
+        delete the rows (already done on an in-memory store); a `physical`
+        request answers once it is done."""
+        compaction = self.store.compact(r.revision)
         resp = rpc_pb2.CompactionResponse()
         resp.header.revision = self.store.current_revision
-        return resp
+        return resp, compaction
 
 
 def _passes_filters(r: rpc_pb2.RangeRequest, kv: KeyValue) -> bool:

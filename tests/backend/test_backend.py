@@ -431,3 +431,34 @@ def test_open_reads_without_writing_and_holds_the_lock(tmp_path):
         with pytest.raises(LockTimeoutError):
             Backend.open(path, lock_timeout_s=0)
     assert Path(path).read_bytes() == DB_351.read_bytes()  # all buckets there, nothing pending: no commit
+
+
+async def test_snapshot_hash_in_a_worker_thread_while_writes_go_on(tmp_path):
+    with Backend.open(fixture_copy(DB_351, tmp_path)) as b:
+        snap = b.snapshot()
+        b.put(KEY, b"later", b"x")
+        b.commit()
+        h, h_all = await trio.to_thread.run_sync(lambda: (snap.hash(), snap.hash_all()))
+        snap.close()
+        assert (h, h_all) == (3614207890, 2951703049)
+        assert b.hash() != h
+
+
+async def test_cancelled_commit_async_still_completes():
+    f = GatedFile()
+    b = Backend(DB(f, no_freelist_sync=True))
+    b.put(KEY, b"a", b"1")
+    f.in_sync.clear()
+    f.gate.clear()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.commit_async)
+            await trio.to_thread.run_sync(f.in_sync.wait, 10)
+            scope.cancel()
+            f.gate.set()
+    assert scope.cancel_called  # it came while the file commit ran: the commit went through anyway
+    assert b.pending == 0 and b._rbuckets[KEY].get(b"a") == b"1"  # swapped to the new view
+    b.put(KEY, b"b", b"2")
+    b.close()
+    with Backend.open_memory(bytes(f.data)) as again:
+        assert again.range(KEY, b"", b"") == [(b"a", b"1"), (b"b", b"2")]

@@ -32,7 +32,11 @@ class BackendBrokenError(Exception):
 
 
 class Snapshot:
-    """A read view of one commit: the bbolt image etcd's Snapshot RPC streams."""
+    """A read view of one commit: the bbolt image etcd's Snapshot RPC streams, and its hashes.
+
+    Independent of the backend's later commits; safe to use from a worker thread. Close it when done
+    (pages freed after it stay pending while it is open).
+    """
 
     def __init__(self, tx):
         self._tx = tx
@@ -40,6 +44,14 @@ class Snapshot:
 
     def write_to(self, stream) -> int:
         return self._tx.write_to(stream)
+
+    def hash(self) -> int:
+        """Maintenance.Hash of this view (see `Backend.hash`)."""
+        return hash_tx(self._tx, HASH_SKIPPED_META)
+
+    def hash_all(self) -> int:
+        """The hash over every row (`etcdutl snapshot status`)."""
+        return hash_tx(self._tx, ())
 
     def close(self) -> None:
         self._tx.rollback()
@@ -50,6 +62,24 @@ class Snapshot:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# Maintenance.Hash leaves out the rows that differ between members applying the same entries.
+HASH_SKIPPED_META = (CONSISTENT_INDEX, TERM)
+
+
+def hash_tx(tx, skip_meta) -> int:
+    """CRC-32C of every bucket name and its rows in key order, minus `meta` rows named in skip_meta
+    (backend-schema §8.1, delta §1.3)."""
+    h = 0
+    for name in tx.bucket_names():
+        h = crc32c(h, name)
+        skip = skip_meta if name == META else ()
+        for k, v in tx.bucket(name).items():
+            if v is None or k in skip:
+                continue
+            h = crc32c(crc32c(h, k), v)
+    return h
 
 
 class Backend:
@@ -269,25 +299,15 @@ class Backend:
 
     def hash(self) -> int:
         """Maintenance.Hash: CRC-32C of every bucket name and row except meta's consistent_index and
-        term (backend-schema §8.1, delta §1.3). Commits first."""
-        return self._hash(skip_meta=(CONSISTENT_INDEX, TERM))
+        term (backend-schema §8.1, delta §1.3). Commits first. (For a big db, take `snapshot()` and
+        run its `hash` in a worker thread instead.)"""
+        self.commit()
+        return hash_tx(self._rtx, HASH_SKIPPED_META)
 
     def hash_all(self) -> int:
         """The same over every row (`etcdutl snapshot status`'s hash of this db). Commits first."""
-        return self._hash(skip_meta=())
-
-    def _hash(self, skip_meta) -> int:
         self.commit()
-        tx = self._rtx
-        h = 0
-        for name in tx.bucket_names():
-            h = crc32c(h, name)
-            skip = skip_meta if name == META else ()
-            for k, v in tx.bucket(name).items():
-                if v is None or k in skip:
-                    continue
-                h = crc32c(crc32c(h, k), v)
-        return h
+        return hash_tx(self._rtx, ())
 
     def size_bytes(self) -> int:
         """The db size etcd reports: the file's high-water mark at the last commit."""

@@ -10,8 +10,10 @@ from trietcd.mvcc.errors import (
 )
 from trietcd.mvcc.key_index import KeyIndex, TreeIndex
 from trietcd.mvcc.revision import Revision, bytes_to_revision, revision_to_bytes
+from trietcd.mvcc.rows import BackendKeyBucket
 from trietcd.mvcc.store import (
     Change,
+    Compaction,
     KeyBucket,
     KeyValue,
     KVStore,
@@ -22,7 +24,9 @@ from trietcd.mvcc.store import (
 )
 
 __all__ = [
+    "BackendKeyBucket",
     "Change",
+    "Compaction",
     "CompactedError",
     "CorruptError",
     "FutureRevError",

@@ -11,6 +11,7 @@ backend's methods (put/delete/get/range/items); it never commits.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -26,6 +27,7 @@ META_BUCKET = schema.META
 SCHEDULED_COMPACT_REV = schema.SCHEDULED_COMPACT_REV
 FINISHED_COMPACT_REV = schema.FINISHED_COMPACT_REV
 
+_pack_revision = struct.Struct(">QcQ").pack  # revision.py's key layout
 _KeyValuePb = kv_pb2.KeyValue
 _parse = _KeyValuePb.FromString
 
@@ -102,7 +104,9 @@ class BackendKeyBucket:
             self._size += _row_bytes(len(key), len(value))
 
     def get(self, rev: Revision) -> KeyValue:
-        data = self.backend.get(KEY_BUCKET, revision_to_bytes(rev))
+        # On every Range: the revision packed directly (revisions in the index
+        # are valid), one backend lookup, one parse.
+        data = self.backend.get(KEY_BUCKET, _pack_revision(rev[0], b"_", rev[1]))
         if data is None:
             raise CorruptError(f"no row for revision {rev.main}_{rev.sub}")
         m = _parse(data)

@@ -214,6 +214,28 @@ def test_restore_after_everything_was_compacted():
     assert again.put(b"a", b"x")[0] == 4
 
 
+def test_restore_when_a_compaction_deleted_every_row_but_did_not_finish():
+    # Rows 2 and 3t are all the history; a compaction at 3 with batches of 2
+    # deletes both in its first step, and the crash comes before the step that
+    # writes finishedCompactRev. etcd would restart at revision 1 and drop the
+    # compaction (FutureRev); the scheduled revision keeps the store at 3.
+    backend = FakeBackend()
+    store = KVStore(backend=backend)
+    store.put(b"a", b"1")  # 2
+    store.delete_range(b"a")  # 3
+    compaction = store.compact(3)
+    backend.commit()
+    assert not compaction.step(2)
+    backend.commit()
+    crashed = backend.image()
+    assert key_rows(crashed) == []
+    again = KVStore.open(crashed)
+    assert (again.current_revision, again.compact_revision) == (3, 3)
+    assert again.pending_compaction.step(2)
+    assert crashed.get(b"meta", b"finishedCompactRev") == revision_to_bytes(Revision(3))
+    assert again.put(b"b", b"1")[0] == 4
+
+
 # ---- compaction
 
 

@@ -1,0 +1,115 @@
+"""The pieces of Go's `encoding/json` (Go 1.16, as etcd 3.5.1 is built) that the v2 store needs.
+
+Strings are escaped like `json.Marshal` with HTML escaping on: `"` and `\\` get a backslash,
+`\\n \\r \\t` their short forms, every other control byte `\\u00xx` (lowercase hex; Go 1.16 has no
+`\\b`/`\\f` short forms), `<`, `>` and `&` become `\\u003c`, `\\u003e`, `\\u0026`, and U+2028/U+2029
+are escaped. Text that is not valid UTF-8 (here: lone surrogates) becomes `\\ufffd`.
+
+`time.Time` values are written as RFC 3339 with nanoseconds, trailing zeros of the fraction
+dropped, `Z` for a zero offset; a `GoTime` keeps the instant and the offset it was written with,
+so a time read from etcd's JSON is written back unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import attrs
+
+__all__ = [
+    "GoTime", "ZERO_TIME_TEXT", "ZERO_TIME_UNIX_NS", "go_string", "go_string_list", "format_time", "parse_time",
+]
+
+ZERO_TIME_TEXT = "0001-01-01T00:00:00Z"  # Go's zero time.Time (a permanent node's ExpireTime)
+
+_NS_PER_S = 1_000_000_000
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_SECONDS_PER_DAY = 86_400
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+            "<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+            "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_NEEDS_ESCAPE = re.compile('["\\\\<>&\u2028\u2029\x00-\x1f\ud800-\udfff]')
+
+
+def _escape_one(m: re.Match) -> str:
+    c = m.group(0)
+    short = _ESCAPES.get(c)
+    if short is not None:
+        return short
+    if "\ud800" <= c <= "\udfff":
+        return "\\ufffd"
+    return f"\\u00{ord(c):02x}"
+
+
+def go_string(s: str) -> str:
+    """`s` as a JSON string literal, quotes included, exactly as Go writes it."""
+    return '"' + _NEEDS_ESCAPE.sub(_escape_one, s) + '"'
+
+
+def go_string_list(items) -> str:
+    """A Go `[]string`: `null` when nil (None), else an array."""
+    if items is None:
+        return "null"
+    return "[" + ",".join(go_string(s) for s in items) + "]"
+
+
+@attrs.frozen
+class GoTime:
+    """A Go `time.Time`: the instant in Unix nanoseconds and the zone offset it prints with."""
+
+    unix_ns: int
+    offset_s: int = 0
+
+    def text(self) -> str:
+        return format_time(self)
+
+
+_ZERO_UNIX_S = (datetime.date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * _SECONDS_PER_DAY
+ZERO_TIME_UNIX_NS = _ZERO_UNIX_S * _NS_PER_S
+
+
+def format_time(t: GoTime) -> str:
+    """RFC3339Nano, as `time.Time.MarshalJSON` writes it (without the quotes)."""
+    local_ns = t.unix_ns + t.offset_s * _NS_PER_S
+    seconds, frac_ns = divmod(local_ns, _NS_PER_S)
+    days, second_of_day = divmod(seconds, _SECONDS_PER_DAY)
+    date = datetime.date.fromordinal(_EPOCH_ORDINAL + days)
+    hh, rest = divmod(second_of_day, 3600)
+    mm, ss = divmod(rest, 60)
+    out = f"{date.year:04d}-{date.month:02d}-{date.day:02d}T{hh:02d}:{mm:02d}:{ss:02d}"
+    if frac_ns:
+        out += "." + f"{frac_ns:09d}".rstrip("0")
+    if t.offset_s == 0:
+        return out + "Z"
+    sign = "+" if t.offset_s > 0 else "-"
+    off_min = abs(t.offset_s) // 60
+    return out + f"{sign}{off_min // 60:02d}:{off_min % 60:02d}"
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})")
+
+
+def parse_time(text: str) -> GoTime:
+    """Inverse of `format_time`; ValueError on text Go's RFC 3339 parser would refuse."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    year, month, day, hh, mm, ss = (int(g) for g in m.groups()[:6])
+    if hh > 23 or mm > 59 or ss > 59:
+        raise ValueError(f"time out of range: {text!r}")
+    date = datetime.date(year, month, day)  # ValueError for impossible dates
+    frac = m.group(7) or ""
+    frac_ns = int(frac.ljust(9, "0")) if frac else 0
+    zone = m.group(8)
+    offset_s = 0
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        zh, zm = int(zone[1:3]), int(zone[4:6])
+        if zh > 23 or zm > 59:
+            raise ValueError(f"time zone offset out of range: {text!r}")
+        offset_s = sign * (zh * 3600 + zm * 60)
+    local_s = (date.toordinal() - _EPOCH_ORDINAL) * _SECONDS_PER_DAY + hh * 3600 + mm * 60 + ss
+    return GoTime((local_s - offset_s) * _NS_PER_S + frac_ns, offset_s)

@@ -88,6 +88,15 @@ def test_rows_are_etcd_bytes():
     backend.close()
 
 
+def test_names_are_the_backend_schema_names():
+    from trietcd.backend import schema
+    from trietcd.mvcc import rows
+
+    assert (rows.KEY_BUCKET, rows.META_BUCKET) == (schema.KEY, schema.META)
+    assert rows.SCHEDULED_COMPACT_REV == schema.SCHEDULED_COMPACT_REV
+    assert rows.FINISHED_COMPACT_REV == schema.FINISHED_COMPACT_REV
+
+
 def test_row_codec_round_trip():
     kv = KeyValue(b"k", 2, 9, 3, b"\x00v", 1 << 62)
     assert decode_kv(encode_kv(kv)) == kv

@@ -18,14 +18,15 @@ from typing import Protocol
 import attrs
 
 from proto.mvccpb import kv_pb2
-from trietcd.backend import schema
 from trietcd.mvcc.errors import CorruptError
 from trietcd.mvcc.revision import Revision, bytes_to_revision, revision_to_bytes
 
-KEY_BUCKET = schema.KEY
-META_BUCKET = schema.META
-SCHEDULED_COMPACT_REV = schema.SCHEDULED_COMPACT_REV
-FINISHED_COMPACT_REV = schema.FINISHED_COMPACT_REV
+# The names of backend-schema.md §1 and §3 (the same as trietcd/backend/schema.py;
+# importing that package would load the backend's shell too).
+KEY_BUCKET = b"key"
+META_BUCKET = b"meta"
+SCHEDULED_COMPACT_REV = b"scheduledCompactRev"
+FINISHED_COMPACT_REV = b"finishedCompactRev"
 
 _pack_revision = struct.Struct(">QcQ").pack  # revision.py's key layout
 _KeyValuePb = kv_pb2.KeyValue

@@ -462,3 +462,48 @@ async def test_cancelled_commit_async_still_completes():
     b.close()
     with Backend.open_memory(bytes(f.data)) as again:
         assert again.range(KEY, b"", b"") == [(b"a", b"1"), (b"b", b"2")]
+
+
+# ---- defrag ----
+
+
+def fill_and_thin(b: Backend) -> dict[bytes, bytes]:
+    for i in range(3000):
+        b.put(KEY, b"%06d" % i, b"v" * 100)
+    b.commit()
+    for i in range(3000):
+        if i % 10:
+            b.delete(KEY, b"%06d" % i)
+    b.put(LEASE, b"l", b"lease")
+    b.set_consistent_index(77, 3)
+    return {b"%06d" % i: b"v" * 100 for i in range(0, 3000, 10)}
+
+
+def test_defrag_in_memory_keeps_rows_and_shrinks():
+    b, _ = memory_backend()
+    want = fill_and_thin(b)
+    before = (b.hash(), b.hash_all())
+    big = b.size_bytes()
+    b.defrag()
+    assert b.size_bytes() < big // 3
+    assert (b.hash(), b.hash_all()) == before
+    assert dict(b.items(KEY)) == want and b.consistent_index() == (77, 3)
+    b.put(KEY, b"after", b"1")
+    assert b.get(KEY, b"after") == b"1"
+    b.close()
+
+
+def test_defrag_of_a_file_renames_over_it(tmp_path):
+    path = tmp_path / "db"
+    b = Backend.open(str(path), fsync=False)
+    want = fill_and_thin(b)
+    before = b.hash_all()
+    b.defrag()
+    assert [p.name for p in tmp_path.iterdir()] == ["db"]  # the temp file was renamed over it
+    assert path.stat().st_size == b.size_bytes()
+    b.put(KEY, b"after", b"1")
+    b.close()
+    with Backend.open(str(path)) as again:
+        assert dict(again.items(KEY)) == {**want, b"after": b"1"}
+        again.delete(KEY, b"after")
+        assert again.hash_all() == before

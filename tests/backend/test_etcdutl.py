@@ -55,6 +55,12 @@ def test_etcdutl_reads_a_backend_db(tmp_path):
     status = snapshot_status(path)
     assert status == {"hash": want_hash, "revision": 1501, "totalKey": rows, "totalSize": path.stat().st_size}
     assert rows == 1499 + 3 + 1 + 1 + 1 + 1 + 1  # key rows; meta ci, term, confState; one row elsewhere
+    with Backend.open(str(path)) as b:
+        b.defrag()
+    defragged = snapshot_status(path)
+    assert defragged["totalSize"] == path.stat().st_size < status["totalSize"]
+    assert {k: defragged[k] for k in ("hash", "revision", "totalKey")} == {
+        k: status[k] for k in ("hash", "revision", "totalKey")}
 
 
 def test_etcdutl_reads_a_backend_snapshot_image(tmp_path):

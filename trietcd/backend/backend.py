@@ -15,9 +15,11 @@ Rules (etcd 3.5.1 `server/mvcc/backend`: backend.go, batch_tx.go, tx_buffer.go, 
 
 from __future__ import annotations
 
+import os
+
 import trio
 
-from storage import DB, MemoryFile
+from storage import DB, MemoryFile, compact
 
 from ..wal.record import crc32c
 from . import schema
@@ -25,6 +27,8 @@ from .batch import MISSING, ReadBuffer, merge_range
 from .schema import CONF_STATE, CONSISTENT_INDEX, META, TERM, decode_u64, encode_u64
 
 ITEMS_CHUNK_ROWS = 1000  # rows read per step by `items`; the read view may change between steps
+DEFRAG_TX_MAX_BYTES = 1 << 20  # defrag commits the copy about every this many bytes of rows
+DEFRAG_FILL_PERCENT = 0.9  # etcd's defrag fill (dense pages: the copy only appends)
 
 
 class BackendBrokenError(Exception):
@@ -91,6 +95,7 @@ class Backend:
     def __init__(self, db: DB, *, batch_limit: int = 10_000, path: str | None = None):
         assert batch_limit > 0, batch_limit
         self._db = db
+        self._fsync = db.fsync
         self.path = path
         self.batch_limit = batch_limit
         self.pending = 0  # writes since the last commit, hook writes included (etcd's pending)
@@ -102,11 +107,7 @@ class Backend:
         self._closed = False
         self._conf_state: bytes | None = None  # `confState` JSON to write at the next commit
         self._ensure_buckets()
-        self._rtx = db.begin(False)
-        self._rbuckets = self._buckets_of(self._rtx)
-        self._wtx = db.begin(True)
-        self._wbuckets = self._buckets_of(self._wtx)
-        self._update_sizes()
+        self._open_views()
         index, term = self._stored_consistent_index()
         self._index = index  # the in-memory pair of set_consistent_index
         self._term = term
@@ -278,14 +279,19 @@ class Backend:
         self._write_block = "backend write after a failed commit"
 
     def _after_commit(self) -> None:
-        old = self._rtx
-        self._rtx = self._db.begin(False)
-        self._rbuckets = self._buckets_of(self._rtx)
-        old.rollback()
-        self._wtx = self._db.begin(True)
-        self._wbuckets = self._buckets_of(self._wtx)
+        self._open_views(old_rtx=self._rtx)
         self._buf.clear()
         self.pending = 0
+
+    def _open_views(self, old_rtx=None) -> None:
+        """A read view of the last commit, then the batch write transaction. The old read view closes
+        in between: the writer's begin then frees the pages only that view still needed."""
+        self._rtx = self._db.begin(False)
+        self._rbuckets = self._buckets_of(self._rtx)
+        if old_rtx is not None:
+            old_rtx.rollback()
+        self._wtx = self._db.begin(True)
+        self._wbuckets = self._buckets_of(self._wtx)
         self._update_sizes()
 
     def _update_sizes(self) -> None:
@@ -321,6 +327,54 @@ class Backend:
         self.commit()
         return Snapshot(self._db.begin(False))
 
+    def defrag(self) -> None:
+        """Commit, then rewrite the db densely into a fresh file (`<db>.tmp.<digits>` beside it) and
+        rename it over the db (etcd's Defragment). Reads and writes wait: it runs in the caller."""
+        self.commit()
+        self._check_can_commit()
+        self._wtx.rollback()
+        self._rtx.rollback()
+        try:
+            self._defrag_copy()
+        except BaseException as e:
+            if self._db is None:  # the old file was closed already: nothing left to serve from
+                self._break(e)
+                raise
+            self._open_views()  # the old file is intact: carry on with it
+            raise
+        self._open_views()
+
+    def _defrag_copy(self) -> None:
+        """Replace `_db` by a compacted copy (`_db` is None between closing the old and opening the new)."""
+        if self.path is None:
+            dst = DB(MemoryFile(), no_freelist_sync=True, fsync=self._fsync)
+            compact(self._db, dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT)
+            self._db.close()
+            self._db = dst
+            return
+        tmp = self._create_temp_file()
+        try:
+            with DB.open(tmp, no_freelist_sync=True, fsync=self._fsync) as dst:
+                compact(self._db, dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._db.close()
+        self._db = None
+        os.rename(tmp, self.path)
+        if self._fsync:
+            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        self._db = DB.open(self.path, no_freelist_sync=True, fsync=self._fsync)
+
+    def _create_temp_file(self) -> str:
+        while True:
+            tmp = f"{self.path}.tmp.{int.from_bytes(os.urandom(4), 'big')}"
+            try:
+                os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                return tmp
+            except FileExistsError:
+                continue
+
     def close(self) -> None:
         """Commit what is pending and close the file (a broken backend just closes)."""
         if self._closed:
@@ -334,7 +388,8 @@ class Backend:
             if not self._wtx.closed:
                 self._wtx.rollback()
             self._rtx.rollback()
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
     def __enter__(self):
         return self
@@ -342,3 +397,11 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,7 +1,7 @@
 """etcd 3.5.1's backend, the `member/snap/db` file, on the page file `storage/`.
 
 Cores (pure): `schema` (bucket and meta names, codecs), `batch` (the read buffer).
-Shell: `backend` (`Backend`: batch write transaction, read view, commits, hashes).
+Shell: `backend` (`Backend`: batch write transaction, read view, commits, hashes, snapshots, defrag).
 """
 
 from .backend import Backend, BackendBrokenError, Snapshot

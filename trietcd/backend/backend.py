@@ -11,6 +11,7 @@ Rules (etcd 3.5.1 `server/mvcc/backend`: backend.go, batch_tx.go, tx_buffer.go, 
   and only then the buffer is cleared.
 - A failed file commit loses the batch (the page file rolls it back): the backend is broken
   from then on (etcd panics there); the WAL replay after a restart repairs it.
+- The buffer keeps the caller's value objects: pass `bytes`, never a buffer that changes later.
 """
 
 from __future__ import annotations

@@ -154,8 +154,7 @@ class Backend:
         buf = self._bufs.get(bucket)
         if buf is None:
             buf = self._buf.bucket(bucket)
-        buf.rows[key] = value  # BucketBuffer.put, inlined: the hot path of every write
-        buf.sorted = None
+        buf.put(key, value)
         self.pending += 1
 
     def delete(self, bucket: bytes, key: bytes) -> None:
@@ -164,8 +163,7 @@ class Backend:
         buf = self._bufs.get(bucket)
         if buf is None:
             buf = self._buf.bucket(bucket)
-        buf.rows[key] = None
-        buf.sorted = None
+        buf.put(key, None)
         self.pending += 1
 
     # ---- reads (buffer over the last commit) ----

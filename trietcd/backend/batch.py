@@ -4,8 +4,8 @@ Rules:
 - A bucket's buffer maps key -> value, or key -> None for a delete; the last write of a key wins.
 - Reads consult the buffer first and fall back to the read view of the last commit: a key in the
   buffer hides the committed row (None = deleted), other keys come from the view.
-- A write only stores the row and drops the bucket's sorted key list; the first range after writes
-  sorts the keys again (puts are many, ranges over the buffer few).
+- `sorted` is the bucket's buffered keys in order, or None. A range computes it; later writes keep
+  it while they only append (the `key` bucket is written in revision order) and drop it otherwise.
 - The buffer is cleared only after the batch it mirrors is committed and a read view of that commit
   is in place, so no write is ever invisible.
 """
@@ -25,13 +25,19 @@ class BucketBuffer:
         self.sorted: list[bytes] | None = None  # the keys of rows in order; None = to be computed
 
     def put(self, key: bytes, value: bytes | None) -> None:
-        self.rows[key] = value
-        self.sorted = None
+        """Buffer a put (value None: a delete). Keeps the sorted keys only while that is free."""
+        rows = self.rows
+        keys = self.sorted
+        if keys is not None and key not in rows:
+            if keys and key < keys[-1]:
+                self.sorted = None  # out of order: the next range sorts again
+            else:
+                keys.append(key)
+        rows[key] = value
 
     def sorted_keys(self) -> list[bytes]:
         keys = self.sorted
         if keys is None:
-            # Writes of the `key` bucket arrive in revision order, so this sort is mostly one pass.
             keys = self.sorted = sorted(self.rows)
         return keys
 

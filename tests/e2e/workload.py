@@ -101,14 +101,17 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def wait_serving(self, timeout: float = READY_TIMEOUT_S) -> int:
-        """Wait until a linearizable Range is answered (the member has a leader and applied its log); its revision."""
+    def wait_serving(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait until a linearizable Range is answered (the member has a leader and caught up with its log). With auth
+        enabled the answer is an auth error, which etcd gives only after the read index, so that counts too."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.kv.Range(rpc_pb2.RangeRequest(key=b"ready?"), timeout=CALL_TIMEOUT_S,
-                                     wait_for_ready=True).header.revision
+                self.kv.Range(rpc_pb2.RangeRequest(key=b"ready?"), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                return
             except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    return
                 if self.server.proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"{self.server.endpoint} not serving: {exc}\n{self.server.log()[-4000:]}")
                 time.sleep(0.1)
@@ -202,8 +205,8 @@ def hashkv_text(server: servers.Server, revision: int, user: str | None = None) 
     """`endpoint hashkv --rev` as "<hash> compact=<rev>", or etcdctl's error text."""
     auth = (f"--user={user}",) if user else ()
     done = server.etcdctl(*auth, "endpoint", "hashkv", f"--rev={revision}", "-w", "json")
-    if done.returncode != 0:
-        return "error: " + done.stderr.strip().rsplit("error: ", 1)[-1]
+    if done.returncode != 0:  # the last line is "Error: <message>"; the lines before it name the endpoint
+        return "error: " + done.stderr.strip().splitlines()[-1].removeprefix("Error: ")
     (entry,) = json.loads(done.stdout)
     return f"{entry['HashKV']['hash']} compact={entry['HashKV']['compact_revision']}"
 

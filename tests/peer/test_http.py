@@ -1,8 +1,7 @@
 import json
 
-from trietcd.config import parse
+from tests.server.members import make_member, run_member
 from trietcd.peer import peer_http_app
-from trietcd.server import Member
 from trietcd.wire.http1 import Request
 
 
@@ -10,9 +9,11 @@ def request(method: str, target: str) -> Request:
     return Request(method=method, target=target, headers=(), body=b"", peer="127.0.0.1:1")
 
 
-async def test_members_as_etcd_serves_them():
-    app = peer_http_app(Member(parse([], {})))
-    resp = await app(request("GET", "/members"))
+async def test_members_as_etcd_serves_them(tmp_path):
+    async def body(member):
+        return await peer_http_app(member)(request("GET", "/members"))
+
+    resp = await run_member(make_member(tmp_path / "d"), body)
     assert resp.status == 200
     # Exact bytes observed from etcd 3.5.1 started with no flags.
     assert resp.body == (
@@ -22,8 +23,11 @@ async def test_members_as_etcd_serves_them():
     assert ("X-Etcd-Cluster-Id", "cdf818194e3a8c32") in resp.headers
 
 
-async def test_version_and_unknown_paths():
-    app = peer_http_app(Member(parse([], {})))
+async def test_version_and_unknown_paths(tmp_path):
+    async def body(member):
+        return peer_http_app(member)
+
+    app = await run_member(make_member(tmp_path / "d"), body)
     resp = await app(request("GET", "/version"))
     assert json.loads(resp.body) == {"etcdserver": "3.5.1", "etcdcluster": "3.5.0"}
     assert resp.body == b'{"etcdserver":"3.5.1","etcdcluster":"3.5.0"}'

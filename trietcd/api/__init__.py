@@ -28,6 +28,7 @@ def build_registry(server) -> Registry:
         server.header,
         max_txn_ops=server.config.max_txn_ops,
         propose=_proposer(server),
+        read_barrier=server.read_barrier,
         header_field=server.header_field,
     )
     services = {
@@ -58,9 +59,9 @@ def _decode_like_etcd(request_type, data: bytes, exc):
 def _proposer(server):
     from trietcd.api import errors
 
-    def propose(field: str, request) -> None:
+    async def propose(field: str, request):
         try:
-            server.propose(field, request)
+            return await server.propose(field, request)
         except ServerError as exc:
             raise errors.to_grpc_error(exc) from None
 

@@ -131,6 +131,8 @@ _FROM_LAYER: dict[type[Exception], type[EtcdGrpcError]] = {
     mvcc.KeyNotFoundError: ErrGRPCKeyNotFound,
     mvcc.LeaseNotFoundError: ErrGRPCLeaseNotFound,
     server_errors.RequestTooLargeError: ErrGRPCRequestTooLarge,
+    server_errors.RequestTimeoutError: ErrGRPCTimeout,
+    server_errors.StoppedError: ErrGRPCStopped,
 }
 
 

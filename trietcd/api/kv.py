@@ -3,23 +3,24 @@
 Handlers validate a request as etcd's checkXxxRequest do, hand it to an
 `_apply_*` method and fill the response header. The `_apply_*` methods are the
 one seam between the API and the store: today they apply to the store directly
-(each call runs to its end without yielding, so it is atomic); a member that
-routes writes through raft replaces them.
+(each call runs to its end without yielding, so it is atomic) or, with a
+member, take writes through its raft log and reads after its read barrier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from proto.etcdserverpb import rpc_pb2
 from trietcd.api import errors
 from trietcd.mvcc import KVStore, MvccError
-from trietcd.mvcc.apply import Applier, is_txn_readonly
+from trietcd.mvcc.apply import Applier, is_txn_readonly, is_txn_serializable
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd's --max-txn-ops default
 
 HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
 HeaderFieldFn = Callable[[int], bytes]
+ProposeFn = Callable[[str, object], Awaitable[object]]
 
 
 def header_field_of(header: HeaderFn) -> HeaderFieldFn:
@@ -54,18 +55,22 @@ class KVService:
         *,
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
         lease_exists: Callable[[int], bool] | None = None,
-        propose: Callable[[str, object], None] | None = None,
+        propose: ProposeFn | None = None,
+        read_barrier: Callable[[], Awaitable[None]] | None = None,
         header_field: HeaderFieldFn | None = None,
     ) -> None:
         self._store = store
-        # Called with (InternalRaftRequest field, request) before each write is
-        # applied: the member refuses oversized requests there and counts the
-        # raft entry the write takes.
-        self._propose = propose or _no_proposal
+        self._applier = Applier(store, lease_exists)
+        # propose(InternalRaftRequest field, request) takes a write through
+        # the member's raft log and returns what applying it gave. Without a
+        # member, writes apply to the store at once.
+        self._propose = propose or self._apply_now
+        # Awaited before a linearizable read: returns once everything
+        # committed before it is applied.
+        self._read_barrier = read_barrier or _no_barrier
         self._header = header
         self._header_field = header_field or header_field_of(header)
         self._max_txn_ops = max_txn_ops
-        self._applier = Applier(store, lease_exists)
 
     def handlers(self) -> dict[str, Callable]:
         """For Registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name["KV"], ...)."""
@@ -112,28 +117,38 @@ class KVService:
     async def Compact(self, request: rpc_pb2.CompactionRequest, call: object) -> rpc_pb2.CompactionResponse:
         return self._filled(await self._run(self._apply_compaction, request))
 
-    # ---- the seam to the store (redirected through raft later)
+    # ---- the seam to the member: writes through raft, reads after a barrier
 
     async def _apply_range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        if not request.serializable:
+            await self._read_barrier()
         return self._applier.range(request)
 
     async def _apply_put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        self._propose("put", request)
-        return self._applier.put(request)
+        return await self._propose("put", request)
 
     async def _apply_delete_range(self, request: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-        self._propose("delete_range", request)
-        return self._applier.delete_range(request)
+        return await self._propose("delete_range", request)
 
     async def _apply_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         # A read-only txn is served like a range, without a raft entry.
-        if not is_txn_readonly(request):
-            self._propose("txn", request)
-        return self._applier.txn(request)
+        if is_txn_readonly(request):
+            if not is_txn_serializable(request):
+                await self._read_barrier()
+            return self._applier.txn(request)
+        return await self._propose("txn", request)
 
     async def _apply_compaction(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
-        self._propose("compaction", request)
-        return self._applier.compaction(request)
+        return await self._propose("compaction", request)
+
+    async def _apply_now(self, field: str, request):
+        """Applies a write to the store directly (no member: tests, tools)."""
+        if field == "compaction":
+            resp, compaction = self._applier.compaction(request)
+            while not compaction.step(1000):
+                pass
+            return resp
+        return getattr(self._applier, field)(request)
 
     # ---- helpers
 
@@ -152,7 +167,7 @@ class KVService:
         return resp
 
 
-def _no_proposal(field: str, request: object) -> None:
+async def _no_barrier() -> None:
     pass
 
 

@@ -1,13 +1,15 @@
-"""etcdserverpb.Maintenance: status and alarms.
+"""etcdserverpb.Maintenance: status, alarms and hashes.
 
-Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade arrive with the
-durable backend and clustering; until then the registry answers them
-UNIMPLEMENTED.
+Defragment, Snapshot, MoveLeader and Downgrade are not served yet: the
+registry answers them UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
 from proto.etcdserverpb import rpc_pb2
+from trietcd.api import errors
+from trietcd.mvcc import MvccError
+from trietcd.server.errors import ServerError
 
 __all__ = ["MaintenanceService"]
 
@@ -17,7 +19,7 @@ class MaintenanceService:
         self._server = server
 
     def handlers(self) -> dict:
-        return {"Status": self.Status, "Alarm": self.Alarm}
+        return {"Status": self.Status, "Alarm": self.Alarm, "Hash": self.Hash, "HashKV": self.HashKV}
 
     async def Status(self, request: rpc_pb2.StatusRequest, call) -> rpc_pb2.StatusResponse:
         s = self._server
@@ -34,19 +36,29 @@ class MaintenanceService:
             isLearner=s.membership.local.is_learner,
         )
 
-    async def Alarm(self, request: rpc_pb2.AlarmRequest, call) -> rpc_pb2.AlarmResponse:
+    async def Hash(self, request: rpc_pb2.HashRequest, call) -> rpc_pb2.HashResponse:
+        # The whole backend (less the consistent index and term), after a commit.
         s = self._server
-        action = request.action
-        if action == rpc_pb2.AlarmRequest.GET:
-            found = s.alarms.list()
-        elif action == rpc_pb2.AlarmRequest.ACTIVATE:
-            found = s.alarms.activate(request.memberID, request.alarm)
-        elif action == rpc_pb2.AlarmRequest.DEACTIVATE:
-            found = s.alarms.deactivate(request.memberID, request.alarm)
-        else:
-            found = []
-        alarms = [rpc_pb2.AlarmMember(memberID=m, alarm=a) for m, a in found]
-        return rpc_pb2.AlarmResponse(header=s.header(), alarms=alarms)
+        value = await s.backend_hash()
+        return rpc_pb2.HashResponse(header=s.header(), hash=value)
+
+    async def HashKV(self, request: rpc_pb2.HashKVRequest, call) -> rpc_pb2.HashKVResponse:
+        s = self._server
+        try:
+            value, rev, compact_rev = s.store.hash_kv(request.revision)
+        except MvccError as exc:
+            raise errors.to_grpc_error(exc) from None
+        return rpc_pb2.HashKVResponse(header=s.header(rev), hash=value, compact_revision=compact_rev)
+
+    async def Alarm(self, request: rpc_pb2.AlarmRequest, call) -> rpc_pb2.AlarmResponse:
+        # Every action goes through raft, GET too, as etcd 3.5 does.
+        s = self._server
+        try:
+            resp = await s.propose("alarm", request)
+        except ServerError as exc:
+            raise errors.to_grpc_error(exc) from None
+        resp.header.CopyFrom(s.header())
+        return resp
 
 
 def alarm_text(member_id: int, alarm: int) -> str:

@@ -18,6 +18,18 @@ ALARM_NONE = 0
 class AlarmStore:
     _active: set[tuple[int, int]] = attrs.field(factory=set)
 
+    @classmethod
+    def load(cls, backend) -> "AlarmStore":
+        """The alarms recorded in the backend's `alarm` bucket (keys are marshalled AlarmMembers)."""
+        from proto.etcdserverpb import rpc_pb2
+        from trietcd.backend import schema
+
+        store = cls()
+        for key, _ in backend.items(schema.ALARM):
+            am = rpc_pb2.AlarmMember.FromString(key)
+            store._active.add((am.memberID, am.alarm))
+        return store
+
     def list(self) -> list[tuple[int, int]]:
         return sorted(self._active)
 

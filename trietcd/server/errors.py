@@ -1,6 +1,7 @@
 """Operating errors of the member layer; api/errors.py maps them to etcd's gRPC errors."""
 
-__all__ = ["ServerError", "RequestTooLargeError", "BootstrapError"]
+__all__ = ["ServerError", "RequestTooLargeError", "BootstrapError", "RequestTimeoutError", "StoppedError",
+           "ProposalDroppedError"]
 
 
 class ServerError(Exception):
@@ -13,3 +14,18 @@ class RequestTooLargeError(ServerError):
 
 class BootstrapError(ServerError):
     """A configuration the member cannot start from; the text is etcd's."""
+
+
+class RequestTimeoutError(ServerError):
+    """A request was not applied within the request timeout (etcd's ErrTimeout)."""
+
+
+class StoppedError(ServerError):
+    """The member is stopping (etcd's ErrStopped)."""
+
+
+class ProposalDroppedError(ServerError):
+    """Raft refused the proposal, e.g. while no leader is known."""
+
+    def __init__(self) -> None:
+        super().__init__("raft proposal dropped")

@@ -1,15 +1,21 @@
 """The member: the state one etcd member holds, and the nursery that runs it.
 
 Rules:
-- One `trio.run` per process; `Member.run` opens the member's nursery and
-  every long-lived task is its child. Cancelling that scope stops the member.
-- The member owns membership, alarms and the key-value store. Request
-  handlers reach them through the methods here, never behind its back.
-- Raft arrives in a later layer. Until then a single member commits each
-  write at once, and reports the raft term and index a fresh single-member
-  etcd reports: term 2 after its first election, index 4 after the bootstrap
-  entries (conf change, leader's empty entry, attributes, cluster version),
-  one more per applied write.
+- One `trio.run` per process; `Member.run` opens the member's nursery and every long-lived task is its child
+  (DESIGN.md "Who owns what"). Cancelling that scope stops the member; the data dir is closed on the way out.
+- The raft loop alone touches the RawNode: other tasks hand it ticks, proposals, read requests and campaign
+  requests, and wake it. Per Ready it appends entries and the hard state to the WAL (one fsync when raft says
+  so, in a worker thread), then gives the committed entries to the applier, then advances. So an entry is
+  applied, and its proposer answered, only after it is durable in the WAL.
+- The applier alone writes the state (mvcc, alarms, v2 store, membership, backend), one batch of entries at a
+  time, holding the backend lock; the committer and the compactor take the same lock, so a backend commit
+  never sees half of an entry.
+- Linearizable reads wait for a ReadIndex and for the applier to reach it; requests that arrive while one is
+  in flight share the next one.
+- Snapshots every --snapshot-count applied entries: backend commit, `.snap` file, WAL snapshot record, WAL locks
+  released, raft log compacted to 5000 entries behind. WAL, snap and snap.db files beyond --max-wals /
+  --max-snapshots are purged every 30 s.
+- Clients are served once this member's attributes are published through raft, as etcd does.
 """
 
 from __future__ import annotations
@@ -17,57 +23,154 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import ipaddress
+import os
+import random
 import socket
+import struct
+import time
 import urllib.parse
 
 import trio
 
 import trietcd
+from proto.etcdserverpb import rpc_pb2
+from proto.raftpb import raft_pb2
+from proto.walpb import record_pb2
 from trietcd.log import Logger, logger as default_logger
 from trietcd.mvcc import KVStore
+from trietcd.mvcc.apply import Applier
+from trietcd.raft import errors as raft_errors
+from trietcd.raft.raft import Config as RaftConfig, StateType
+from trietcd.raft.rawnode import RawNode
 from trietcd.server.alarms import AlarmStore
-from trietcd.server.errors import RequestTooLargeError
+from trietcd.server.apply import CompactionResult, EntryApplier
+from trietcd.server.disk import open_disk
+from trietcd.server.errors import (ProposalDroppedError, RequestTimeoutError, RequestTooLargeError, StoppedError)
 from trietcd.server.membership import Membership, verify_bootstrap
+from trietcd.server.reqid import IdGenerator
+from trietcd.v2store import cluster_version_request, publish_request
+from trietcd.wal import segment as walseg
 
-__all__ = ["Member", "BOOTSTRAP_RAFT_INDEX", "BOOTSTRAP_RAFT_TERM"]
+__all__ = ["Member"]
 
-BOOTSTRAP_RAFT_TERM = 2
-BOOTSTRAP_RAFT_INDEX = 4
-# An upper bound on what an InternalRaftRequest adds to the request it
-# carries: the header field (2-byte tag, length, RequestHeader of one 64-bit
-# ID: 14 bytes) and the request's own tag (at most 3 bytes) and length (5).
-_ENTRY_OVERHEAD = 22
+# Raft entries kept in memory behind a snapshot, for followers that lag (etcd's SnapshotCatchUpEntries).
+SNAPSHOT_CATCH_UP_ENTRIES = 5000
+PURGE_INTERVAL_S = 30.0
+READ_INDEX_RETRY_S = 0.5
+COMPACTION_PAUSE_S = 0.01
+CLUSTER_VERSION = "3.5.0"
 
 ServeTask = Callable[..., Awaitable[None]]
+
+
+class _Waiter:
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.result: object = None
+
+
+class _ReadBatch:
+    """Linearizable reads that share one ReadIndex request."""
+
+    __slots__ = ("ctx", "waiters", "done", "index", "sent_at")
+
+    def __init__(self, ctx: bytes) -> None:
+        self.ctx = ctx
+        self.waiters = 0
+        self.done = trio.Event()
+        self.index = 0
+        self.sent_at = 0.0
 
 
 class Member:
     def __init__(self, config, *, log: Logger | None = None) -> None:
         self.config = config
         self.log = log or default_logger
-        verify_bootstrap(
-            name=config.name,
-            initial_cluster=config.initial_cluster,
-            initial_cluster_map=config.initial_cluster_map(),
-            advertise_peer_urls=tuple(config.initial_advertise_peer_urls),
-            resolve=resolve_url,
+        boot = None
+        if not walseg.exists(config.wal_dir or os.path.join(config.data_dir, "member", "wal")):
+            verify_bootstrap(
+                name=config.name,
+                initial_cluster=config.initial_cluster,
+                initial_cluster_map=config.initial_cluster_map(),
+                advertise_peer_urls=tuple(config.initial_advertise_peer_urls),
+                resolve=resolve_url,
+            )
+            boot = Membership.bootstrap(
+                name=config.name,
+                initial_cluster=config.initial_cluster_map(),
+                cluster_token=config.initial_cluster_token,
+                client_urls=tuple(config.advertise_client_urls),
+            )
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        self.disk = open_disk(
+            config,
+            bootstrap_members=list(boot.members.values()) if boot else [],
+            local_id=boot.local_id if boot else 0,
+            cluster_id=boot.cluster_id if boot else 0,
+            log=self.log,
         )
-        self.membership = Membership.bootstrap(
-            name=config.name,
-            initial_cluster=config.initial_cluster_map(),
-            cluster_token=config.initial_cluster_token,
-            client_urls=tuple(config.advertise_client_urls),
-        )
-        self.store = KVStore()
-        self.alarms = AlarmStore()
+        disk = self.disk
+        self.backend = disk.backend
+        self.membership = Membership(cluster_id=disk.cluster_id, local_id=disk.member_id, members={})
+        try:
+            self.store = KVStore.open(self.backend)
+            self.alarms = AlarmStore.load(self.backend)
+            self._applier = EntryApplier(
+                store=self.store,
+                kv=Applier(self.store),
+                backend=self.backend,
+                v2=disk.v2,
+                membership=self.membership,
+                alarms=self.alarms,
+                apply_conf_change=self._apply_conf_change,
+                log=self.log,
+            )
+        except BaseException:
+            disk.close()
+            raise
         self.version = trietcd.etcd_version
-        self.cluster_version = trietcd.etcd_cluster_version
-        self.raft_term = BOOTSTRAP_RAFT_TERM
-        # Invariant: applied_index <= raft_index.
-        self.raft_index = BOOTSTRAP_RAFT_INDEX
-        self.applied_index = BOOTSTRAP_RAFT_INDEX
-        # etcd's request IDs: member ID's low 16 bits on top, a counter below.
-        self._request_id = (self.id & 0xFFFF) << 48
+        snap_meta = disk.snapshot.metadata
+        self._conf_state = raft_pb2.ConfState()
+        self._conf_state.CopyFrom(snap_meta.conf_state)
+        self.node = RawNode(RaftConfig(
+            id=disk.member_id,
+            election_tick=config.election_ticks(),
+            heartbeat_tick=1,
+            storage=disk.storage,
+            rng=random.Random(),
+            applied=snap_meta.index,
+            max_size_per_msg=1 << 20,
+            max_inflight_msgs=4096 // 8,
+            max_uncommitted_entries_size=1 << 30,
+            check_quorum=True,
+            pre_vote=True,
+        ))
+        hs = disk.storage.hard_state
+        self.raft_term = hs.term
+        self.raft_index = hs.commit  # the commit index (etcd's Status.raftIndex)
+        self.applied_index = snap_meta.index
+        self.snapshot_index = snap_meta.index
+        self.leader_id = 0
+        self._ids = IdGenerator(disk.member_id, int(time.time() * 1000))
+        self._waiters: dict[int, _Waiter] = {}
+        self._proposals: list[tuple[int, bytes]] = []
+        self._ticks = 0
+        self._campaign = False
+        self._raft_wake = trio.Event()
+        self._read_batch = _ReadBatch(self._read_ctx())
+        self._reads_in_flight: dict[bytes, _ReadBatch] = {}
+        self._applied_waiters: list[tuple[int, trio.Event]] = []
+        self._backend_lock = trio.Lock()
+        self._wal_lock = trio.Lock()
+        self._commit_now = trio.Event()
+        self._compactions_send, self._compactions_recv = trio.open_memory_channel(float("inf"))
+        self._changed = trio.Event()
+        self._applied_term = 0
+        self._ready = trio.Event()
+        # etcd's request timeout: 5 s plus two election timeouts.
+        self.request_timeout_s = 5.0 + 2 * config.election_timeout / 1000
         # (revision, (term, cluster id, member id), encoded fields before and
         # after the revision, the whole field): see header_field.
         self._header_field: tuple = (None, None, (b"", b""), b"")
@@ -77,6 +180,7 @@ class Member:
         self._listeners_scope: trio.CancelScope | None = None
         self._member_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
+        self._stopping = False
 
     # --- identity -----------------------------------------------------
 
@@ -89,12 +193,11 @@ class Member:
         return self.membership.cluster_id
 
     @property
-    def leader_id(self) -> int:
-        return self.membership.local_id
+    def cluster_version(self) -> str:
+        v = self._applier.cluster_version
+        return v if v else "not_decided"
 
     def header(self, revision: int | None = None):
-        from proto.etcdserverpb import rpc_pb2
-
         return rpc_pb2.ResponseHeader(
             cluster_id=self.cluster_id,
             member_id=self.id,
@@ -119,7 +222,7 @@ class Member:
             before = full.SerializeToString()
             full.raft_term = term
             parts = (before, full.SerializeToString()[len(before) :])
-        body = parts[0] + _revision_field(revision) + parts[1]
+        body = parts[0] + _varint_field(3, revision) + parts[1]
         # Tag of field 1, wire type 2, and the length (under 128: a header
         # holds four varints).
         field = b"\x0a" + bytes((len(body),)) + body
@@ -128,48 +231,83 @@ class Member:
 
     # --- writes ---------------------------------------------------------
 
-    def propose(self, field: str, request) -> None:
-        """Takes one write into the log as etcd's processInternalRaftRequest does.
-
-        The request travels as an InternalRaftRequest with a fresh request ID;
-        one larger than --max-request-bytes is refused before it reaches the
-        log. A single member commits the entry at once.
-        """
-        self._request_id += 1
-        limit = self.config.max_request_bytes
-        # The entry adds at most _ENTRY_OVERHEAD bytes to the request: only a
-        # request near the limit needs the entry built to be measured.
-        if request.ByteSize() + _ENTRY_OVERHEAD > limit and self._entry_size(field, request) > limit:
+    async def propose(self, field: str, request):
+        """One write through raft, as etcd's processInternalRaftRequest: the request travels as an
+        InternalRaftRequest with a fresh request ID; one larger than --max-request-bytes is refused before it
+        reaches the log. Returns what applying it gave, or raises the error it failed with."""
+        rid = self._ids.next()
+        data = _internal_request(field, request, rid)
+        if len(data) > self.config.max_request_bytes:
             raise RequestTooLargeError()
-        self.raft_index += 1
-        self.applied_index = self.raft_index
-        assert self.applied_index <= self.raft_index
+        result = await self._propose_and_wait(rid, data)
+        if isinstance(result, _CompactionWait):
+            if result.physical:
+                await result.compaction_done.wait()
+            return result.response
+        return result
 
-    def _entry_size(self, field: str, request) -> int:
-        from proto.etcdserverpb import raft_internal_pb2
+    async def _propose_and_wait(self, rid: int, data: bytes):
+        if self._stopping:
+            raise StoppedError()
+        waiter = _Waiter()
+        self._waiters[rid] = waiter
+        self._proposals.append((rid, data))
+        self._raft_wake.set()
+        with trio.move_on_after(self.request_timeout_s):
+            await waiter.event.wait()
+        self._waiters.pop(rid, None)
+        if not waiter.event.is_set():
+            raise RequestTimeoutError()
+        result = waiter.result
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-        entry = raft_internal_pb2.InternalRaftRequest(header=raft_internal_pb2.RequestHeader(ID=self._request_id))
-        getattr(entry, field).CopyFrom(request)
-        return entry.ByteSize()
+    # --- reads ----------------------------------------------------------
+
+    async def read_barrier(self) -> None:
+        """Returns once this member has applied everything committed before the call (etcd's
+        linearizableReadNotify: a ReadIndex through raft, then waiting for the applier)."""
+        batch = self._read_batch
+        batch.waiters += 1
+        self._raft_wake.set()
+        with trio.move_on_after(self.request_timeout_s):
+            await batch.done.wait()
+        if not batch.done.is_set():
+            raise RequestTimeoutError()
+        await self._wait_applied(batch.index)
+
+    async def _wait_applied(self, index: int) -> None:
+        if self.applied_index >= index:
+            return
+        ev = trio.Event()
+        self._applied_waiters.append((index, ev))
+        await ev.wait()
+
+    def _read_ctx(self) -> bytes:
+        return struct.pack(">Q", self._ids.next())
 
     # --- sizes ------------------------------------------------------------
 
     def db_size_bytes(self) -> int:
-        # No page file yet: report the size a bbolt file holding this data
-        # would have, rounded to whole 4 KiB pages (a fresh etcd reports 20480).
-        return 20480 + _round_up(self.store.size_bytes(), 4096)
+        return self.backend.size_bytes()
 
     def db_size_in_use_bytes(self) -> int:
-        return 16384 + _round_up(self.store.size_bytes(), 4096)
+        return self.backend.size_in_use_bytes()
+
+    async def backend_hash(self) -> int:
+        """Maintenance.Hash: the backend's hash, after committing what is pending."""
+        async with self._backend_lock:
+            return self.backend.hash()
 
     async def health(self, query: dict[str, list[str]]) -> tuple[bool, str]:
         excluded = {a.upper() for a in query.get("exclude", ())}
         for _, alarm in self.alarms.list():
-            from proto.etcdserverpb import rpc_pb2
-
             name = rpc_pb2.AlarmType.Name(alarm)
             if name not in excluded:
                 return False, f"ALARM {name}"
+        if self.leader_id == 0:
+            return False, "RAFT NO LEADER"
         return True, ""
 
     def version_info(self) -> dict[str, str]:
@@ -184,15 +322,31 @@ class Member:
         task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Runs the member until stopped; started() once every listener is bound."""
-        with trio.CancelScope() as member_scope:
-            self._member_scope = member_scope
-            async with trio.open_nursery() as nursery:
-                listeners_scope = trio.CancelScope()
-                self._listeners_scope = listeners_scope
-                listening = await nursery.start(self._serve_listeners, listeners, listeners_scope)
-                self.log.info("ready to serve client requests", caller="embed/serve.go")
-                task_status.started(listening)
-        self._stopped.set()
+        try:
+            with trio.CancelScope() as member_scope:
+                self._member_scope = member_scope
+                async with trio.open_nursery() as nursery:
+                    apply_send, apply_recv = trio.open_memory_channel(16)
+                    nursery.start_soon(self._ticker)
+                    nursery.start_soon(self._raft_loop, apply_send)
+                    nursery.start_soon(self._apply_loop, apply_recv)
+                    nursery.start_soon(self._committer)
+                    nursery.start_soon(self._compactor)
+                    nursery.start_soon(self._purger)
+                    nursery.start_soon(self._publisher)
+                    if self.store.pending_compaction is not None:
+                        self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
+                    await self._ready.wait()
+                    listeners_scope = trio.CancelScope()
+                    self._listeners_scope = listeners_scope
+                    listening = await nursery.start(self._serve_listeners, listeners, listeners_scope)
+                    self.log.info("ready to serve client requests", caller="embed/serve.go")
+                    task_status.started(listening)
+        finally:
+            with trio.CancelScope(shield=True):
+                async with self._backend_lock:
+                    self.disk.close()
+            self._stopped.set()
 
     async def _serve_listeners(self, listeners, scope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with scope:
@@ -214,9 +368,291 @@ class Member:
             self._listeners_scope.cancel()
         with trio.move_on_after(grace_s + 1):
             await shutdown_connections(grace_s)
+        self._stopping = True
         if self._member_scope is not None:
             self._member_scope.cancel()
+        await self._stopped.wait()
         self.log.info("closed etcd server", caller="embed/etcd.go", name=self.config.name)
+
+    # ---- the raft loop
+
+    async def _ticker(self) -> None:
+        interval = self.config.heartbeat_interval / 1000
+        while True:
+            await trio.sleep(interval)
+            self._ticks += 1
+            self._raft_wake.set()
+
+    def _feed_node(self) -> None:
+        """Hands the node what other tasks queued for it."""
+        node = self.node
+        while self._ticks:
+            self._ticks -= 1
+            node.tick()
+        if self._campaign:
+            self._campaign = False
+            node.campaign()
+        if self._proposals:
+            proposals, self._proposals = self._proposals, []
+            try:
+                node.propose_many([data for _, data in proposals])
+            except raft_errors.ProposalDroppedError:
+                for rid, _ in proposals:
+                    self._finish(rid, ProposalDroppedError())
+        batch = self._read_batch
+        if batch.waiters:
+            self._read_batch = _ReadBatch(self._read_ctx())
+            batch.sent_at = trio.current_time()
+            self._reads_in_flight[batch.ctx] = batch
+            node.read_index(batch.ctx)
+        if self._reads_in_flight:
+            now = trio.current_time()
+            for b in self._reads_in_flight.values():
+                if now - b.sent_at >= READ_INDEX_RETRY_S:
+                    b.sent_at = now
+                    node.read_index(b.ctx)
+
+    async def _raft_loop(self, apply_send) -> None:
+        node = self.node
+        storage = self.disk.storage
+        wal = self.disk.wal
+        while True:
+            await self._raft_wake.wait()
+            self._raft_wake = trio.Event()
+            self._feed_node()
+            while node.has_ready():
+                rd = node.ready()
+                if rd.soft_state is not None:
+                    self._on_soft_state(rd.soft_state)
+                hs = rd.hard_state
+                if hs.term or hs.commit or hs.vote:
+                    self.raft_term = hs.term
+                    self.raft_index = hs.commit
+                if rd.entries or hs.term or hs.commit or hs.vote:
+                    async with self._wal_lock:
+                        await trio.to_thread.run_sync(wal.save, hs, rd.entries)
+                    if hs.term or hs.commit or hs.vote:
+                        storage.set_hard_state(hs)
+                    storage.append(rd.entries)
+                for rs in rd.read_states:
+                    b = self._reads_in_flight.pop(rs.request_ctx, None)
+                    if b is not None:
+                        b.index = rs.index
+                        b.done.set()
+                # rd.messages: a single member has no peers to send to.
+                if rd.committed_entries:
+                    await apply_send.send(rd.committed_entries)
+                node.advance(rd)
+                self._feed_node()
+
+    def _on_soft_state(self, ss) -> None:
+        if ss.lead != self.leader_id:
+            if ss.lead:
+                self.log.info("elected leader", caller="raft/raft.go",
+                              **{"local-member-id": f"{self.id:x}", "leader": f"{ss.lead:x}",
+                                 "term": self.node.raft.term})
+            self.leader_id = ss.lead
+            self._pulse()
+
+    def _apply_conf_change(self, cc):
+        cs = self.node.apply_conf_change(cc)
+        self._conf_state = cs
+        return cs
+
+    # ---- the applier
+
+    async def _apply_loop(self, apply_recv) -> None:
+        applier = self._applier
+        async for entries in apply_recv:
+            async with self._backend_lock:
+                results = applier.apply(entries, time.time_ns())
+            last = entries[-1]
+            self.applied_index = last.Index
+            self._applied_term = last.Term
+            for rid, result in results:
+                if isinstance(result, CompactionResult):
+                    done = trio.Event()
+                    self._compactions_send.send_nowait((result.compaction, done))
+                    result = _CompactionWait(result.response, result.physical, done)
+                self._finish(rid, result)
+            self._wake_applied()
+            self._pulse()
+            if self.backend.pending >= self.backend.batch_limit:
+                self._commit_now.set()
+            if self.applied_index - self.snapshot_index > self.config.snapshot_count:
+                await self._snapshot()
+            self._maybe_campaign()
+
+    def _pulse(self) -> None:
+        """Wakes whoever waits for the leader or the applied index to change."""
+        ev, self._changed = self._changed, trio.Event()
+        ev.set()
+
+    def _finish(self, rid: int, result) -> None:
+        waiter = self._waiters.pop(rid, None)
+        if waiter is not None:
+            waiter.result = result
+            waiter.event.set()
+
+    def _wake_applied(self) -> None:
+        if not self._applied_waiters:
+            return
+        applied = self.applied_index
+        keep = []
+        for index, ev in self._applied_waiters:
+            if index <= applied:
+                ev.set()
+            else:
+                keep.append((index, ev))
+        self._applied_waiters = keep
+
+    def _maybe_campaign(self) -> None:
+        # A member alone in its cluster need not wait an election timeout to lead (etcd fast-forwards its
+        # ticks for the same reason).
+        raft = self.node.raft
+        if raft.state is not StateType.LEADER and not self.leader_id \
+                and list(self._conf_state.voters) == [self.id] and raft.raft_log.committed == self.applied_index:
+            self._campaign = True
+            self._raft_wake.set()
+
+    async def _snapshot(self) -> None:
+        index = self.applied_index
+        async with self._backend_lock:
+            await self.backend.commit_async()
+        snap = self.disk.storage.create_snapshot(index, self._conf_state, self._applier.v2.to_json())
+        walsnap = record_pb2.Snapshot(index=index, term=snap.metadata.term)
+        walsnap.conf_state.CopyFrom(self._conf_state)
+        async with self._wal_lock:
+            await trio.to_thread.run_sync(self._save_snapshot, snap, walsnap)
+        self.snapshot_index = index
+        if index > SNAPSHOT_CATCH_UP_ENTRIES:
+            try:
+                self.disk.storage.compact(index - SNAPSHOT_CATCH_UP_ENTRIES)
+            except raft_errors.CompactedError:
+                pass
+        self.log.info("saved snapshot", caller="etcdserver/server.go", **{"snapshot-index": index})
+
+    def _save_snapshot(self, snap, walsnap) -> None:
+        self.disk.snapshotter.save(snap)
+        self.disk.wal.save_snapshot(walsnap)
+        self.disk.wal.release_lock_to(walsnap.index)
+
+    # ---- backend maintenance
+
+    async def _committer(self) -> None:
+        interval = self.config.backend_batch_interval or 0.1
+        while True:
+            with trio.move_on_after(interval):
+                await self._commit_now.wait()
+            self._commit_now = trio.Event()
+            if self.backend.pending:
+                async with self._backend_lock:
+                    await self.backend.commit_async()
+
+    async def _compactor(self) -> None:
+        limit = self.config.experimental_compaction_batch_limit or 1000
+        async for compaction, done in self._compactions_recv:
+            async with self._backend_lock:
+                await self.backend.commit_async()  # scheduledCompactRev is durable before any row goes
+            while True:
+                async with self._backend_lock:
+                    finished = compaction.step(limit)
+                    await self.backend.commit_async()
+                if finished:
+                    break
+                await trio.sleep(COMPACTION_PAUSE_S)
+            self.log.info("finished scheduled compaction", caller="mvcc/kvstore_compaction.go",
+                          **{"compact-revision": compaction.revision})
+            done.set()
+
+    async def _purger(self) -> None:
+        disk = self.disk
+        while True:
+            await trio.sleep(PURGE_INTERVAL_S)
+            for dirpath, suffix, keep in ((disk.wal_dir, ".wal", self.config.max_wals),
+                                          (disk.snap_dir, ".snap", self.config.max_snapshots),
+                                          (disk.snap_dir, ".snap.db", self.config.max_snapshots)):
+                if keep > 0:
+                    for name in await trio.to_thread.run_sync(walseg.purge, dirpath, suffix, keep):
+                        self.log.info("purged", caller="fileutil/purge.go", path=os.path.join(dirpath, name))
+
+    # ---- publishing this member
+
+    async def _publisher(self) -> None:
+        """Proposes this member's attributes until applied and, while leader, the cluster version whenever it
+        is unset or older (etcd's publish and monitorVersions). Clients are served once both are applied, so a
+        client never sees the version undecided on a single member."""
+        published = False
+        while True:
+            changed = self._changed
+            if not self.leader_id:
+                await changed.wait()
+                continue
+            rid = self._ids.next()
+            if not published:
+                data = publish_request(rid, self.id, self.config.name, list(self.config.advertise_client_urls))
+            elif (self.leader_id == self.id and self._applied_term == self.raft_term
+                    and self._applier.cluster_version != CLUSTER_VERSION):
+                data = cluster_version_request(rid, CLUSTER_VERSION)
+            else:
+                if not self._ready.is_set() and (self._applier.cluster_version or self.leader_id != self.id):
+                    self._ready.set()
+                await changed.wait()
+                continue
+            try:
+                await self._propose_and_wait(rid, data)
+            except (RequestTimeoutError, ProposalDroppedError):
+                await trio.sleep(0.1)
+                continue
+            if not published:
+                published = True
+                self.log.info("published local member to cluster through raft", caller="etcdserver/server.go",
+                              **{"local-member-id": f"{self.id:x}", "cluster-id": f"{self.cluster_id:x}"})
+
+
+class _CompactionWait:
+    """What a compaction's proposer receives: the response, and whether to wait for the compaction."""
+
+    def __init__(self, response, physical: bool, done: trio.Event) -> None:
+        self.response = response
+        self.physical = physical
+        self.compaction_done = done
+
+
+def _internal_request(field: str, request, rid: int) -> bytes:
+    """An InternalRaftRequest with the request in `field` and header {ID: rid}, encoded as gogo does (fields in
+    number order: the request's field, then the header, field 100)."""
+    body = request.SerializeToString()
+    number = _FIELD_NUMBERS[field]
+    header = b"\x08" + _varint(rid)
+    return (_varint(number << 3 | 2) + _varint(len(body)) + body
+            + b"\xa2\x06" + _varint(len(header)) + header)
+
+
+def _field_numbers() -> dict[str, int]:
+    from proto.etcdserverpb import raft_internal_pb2
+
+    return {f.name: f.number for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields}
+
+
+_FIELD_NUMBERS = _field_numbers()
+
+
+def _varint(n: int) -> bytes:
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _varint_field(number: int, value: int) -> bytes:
+    """A varint field as proto3 encodes it: nothing for 0."""
+    if value == 0:
+        return b""
+    return bytes((number << 3,)) + _varint(value)
 
 
 def resolve_url(url: str) -> str:
@@ -236,21 +672,3 @@ def resolve_url(url: str) -> str:
     address = infos[0][4][0]
     netloc = f"{address}:{parts.port}" if parts.port is not None else address
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _revision_field(revision: int) -> bytes:
-    """Field 3 (varint) of a ResponseHeader; nothing for 0, as proto3 encodes."""
-    if revision == 0:
-        return b""
-    out = bytearray(b"\x18")
-    n = revision & 0xFFFFFFFFFFFFFFFF  # int64: a negative one takes ten bytes
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _round_up(n: int, step: int) -> int:
-    return -(-n // step) * step if n > 0 else 0
-

@@ -1,0 +1,253 @@
+"""Applying committed raft entries to the member's state (etcd 3.5.1 `etcdserver/server.go` apply, `apply.go`,
+`apply_v2.go`), without IO: the member's applier task calls `EntryApplier.apply` with each batch.
+
+Rules (see spec raft-log-and-apply.md and etcd-3.5-delta.md §1.2, §1.4, §3.1):
+- Entries arrive in index order, each once; `applied_index` follows them.
+- The consistent index gates the v3 state: an entry at or below the backend's consistent index is already in
+  the backend, so its v3 part (mvcc, alarms, backend rows) is skipped; the v2 store and membership are always
+  applied, since they start from the raft snapshot.
+- After an entry's effects, (index, term) becomes the backend's consistent index: the backend writes it at its
+  next commit, so one commit holds both an entry's effects and its index.
+- Membership writes to the backend copy etcd 3.5.1: a member row is written only when none exists yet.
+- Results go to the local proposer by request ID: a response, or the exception the request failed with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import attrs
+from google.protobuf.message import DecodeError
+
+from proto import gogo
+from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
+from proto.raftpb import raft_pb2
+from trietcd.backend import schema
+from trietcd.mvcc import MvccError
+from trietcd.server.membership import MemberInfo
+from trietcd.v2store import is_v2_request
+
+__all__ = ["EntryApplier", "CompactionResult", "UnsupportedEntryError"]
+
+_ATTRIBUTES_PATH = re.compile(r"^/0/members/([0-9a-fA-F]{1,16})/attributes")
+_VERSION_PATH = "/0/version"
+
+# InternalRaftRequest fields that change nothing (reads, logins): nothing to apply here.
+_NO_EFFECT = frozenset({"range", "authenticate", "auth_status", "auth_user_get", "auth_role_get",
+                        "auth_user_list", "auth_role_list"})
+
+
+class UnsupportedEntryError(Exception):
+    """An entry kind this member cannot apply yet (its effects would be lost)."""
+
+
+@attrs.frozen
+class CompactionResult:
+    response: rpc_pb2.CompactionResponse
+    compaction: object  # mvcc Compaction, run by the member's compactor
+    physical: bool
+
+
+class EntryApplier:
+    def __init__(self, *, store, kv, backend, v2, membership, alarms, apply_conf_change, log) -> None:
+        self.store = store
+        self.kv = kv  # mvcc Applier
+        self.backend = backend
+        self.v2 = v2
+        self.membership = membership
+        self.alarms = alarms
+        self._apply_conf_change = apply_conf_change  # raft: ConfChange -> ConfState
+        self.log = log
+        self.consistent_index, _ = backend.consistent_index()
+        self.unsupported_seen: set[str] = set()
+        self.refresh_membership()
+
+    # ---- membership as the v2 store records it
+
+    def refresh_membership(self) -> None:
+        members = {}
+        for mid, rec in self.v2.members().items():
+            members[mid] = MemberInfo(id=mid, name=rec.name, peer_urls=tuple(rec.peer_urls),
+                                      client_urls=tuple(rec.client_urls), is_learner=rec.is_learner)
+        self.membership.members = members
+        self.cluster_version = self.v2.cluster_version()
+
+    # ---- entries
+
+    def apply(self, entries, now_ns: int) -> list[tuple[int, object]]:
+        """Applies entries in order; returns (request id, result) for each entry a proposer may wait for."""
+        results: list[tuple[int, object]] = []
+        for e in entries:
+            apply_v3 = e.Index > self.consistent_index
+            if e.Type == raft_pb2.EntryNormal:
+                if e.Data:
+                    out = self._apply_normal(e, apply_v3, now_ns)
+                    if out is not None:
+                        results.append(out)
+            elif e.Type == raft_pb2.EntryConfChange:
+                out = self._apply_conf(e, apply_v3)
+                if out is not None:
+                    results.append(out)
+            else:
+                raise UnsupportedEntryError(f"entry type {e.Type} at index {e.Index}")
+            if apply_v3:
+                self.consistent_index = e.Index
+                self.backend.set_consistent_index(e.Index, e.Term)
+        return results
+
+    def _apply_normal(self, e, apply_v3: bool, now_ns: int):
+        data = e.Data
+        if is_v2_request(data):
+            req = etcdserver_pb2.Request.FromString(data)
+            return req.ID, self._apply_v2(req, apply_v3, now_ns)
+        try:
+            irr = raft_internal_pb2.InternalRaftRequest.FromString(data)
+        except DecodeError:
+            irr = gogo.parse_like_gogo(raft_internal_pb2.InternalRaftRequest, data)
+        rid = irr.header.ID or irr.ID
+        if not apply_v3:
+            return None
+        kind = _request_kind(irr)
+        if kind is None:
+            return None
+        try:
+            return rid, self._apply_v3(kind, getattr(irr, kind))
+        except MvccError as exc:
+            return rid, exc
+
+    def _apply_v3(self, kind: str, r):
+        if kind == "put":
+            return self.kv.put(r)
+        if kind == "delete_range":
+            return self.kv.delete_range(r)
+        if kind == "txn":
+            return self.kv.txn(r)
+        if kind == "compaction":
+            resp, compaction = self.kv.compaction(r)
+            return CompactionResult(resp, compaction, r.physical)
+        if kind == "alarm":
+            return self._apply_alarm(r)
+        if kind in _NO_EFFECT:
+            return None
+        if kind not in self.unsupported_seen:
+            self.unsupported_seen.add(kind)
+            self.log.warn("applying an entry kind this member does not support yet; its effects are lost",
+                          caller="etcdserver/apply.go", kind=kind)
+        return UnsupportedEntryError(kind)
+
+    def _apply_alarm(self, r: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        if r.action == rpc_pb2.AlarmRequest.ACTIVATE:
+            found = self.alarms.activate(r.memberID, r.alarm)
+            for m, a in found:
+                self.backend.put(schema.ALARM, schema.alarm_key(m, a), b"")
+        elif r.action == rpc_pb2.AlarmRequest.DEACTIVATE:
+            found = self.alarms.deactivate(r.memberID, r.alarm)
+            for m, a in found:
+                self.backend.delete(schema.ALARM, schema.alarm_key(m, a))
+        else:
+            found = self.alarms.list()
+        resp = rpc_pb2.AlarmResponse()
+        for m, a in found:
+            resp.alarms.add(memberID=m, alarm=a)
+        return resp
+
+    def _apply_v2(self, req, apply_v3: bool, now_ns: int):
+        self.v2.apply_request(req, now_ns)
+        if req.Method == "PUT":
+            if req.Path == _VERSION_PATH:
+                if apply_v3:
+                    self.backend.put(schema.CLUSTER, b"clusterVersion", _full_version(req.Val).encode())
+                self.log.info("set cluster version", caller="membership/cluster.go",
+                              **{"cluster-version": req.Val})
+            elif _ATTRIBUTES_PATH.match(req.Path):
+                mid = int(_ATTRIBUTES_PATH.match(req.Path).group(1), 16)
+                if apply_v3 and mid in self.v2.members():
+                    self._save_member_first_time(mid)
+        self.refresh_membership()
+        return None
+
+    # ---- configuration changes
+
+    def _apply_conf(self, e, apply_v3: bool):
+        cc = raft_pb2.ConfChange.FromString(e.Data)
+        ctx = json.loads(cc.context) if cc.context else {}
+        error = self._validate(cc, ctx)
+        if error is not None:
+            self._apply_conf_change(raft_pb2.ConfChange(id=cc.id, type=cc.type, node_id=0))
+            return cc.id, error
+        cs = self._apply_conf_change(cc)
+        self.backend.set_conf_state(cs)
+        nid = cc.node_id
+        if cc.type in (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeAddLearnerNode):
+            peer_urls = ctx.get("peerURLs") or []
+            if ctx.get("isPromote"):
+                rec = self.v2.members()[nid]
+                self.v2.update_raft_attributes(nid, list(rec.peer_urls), False)
+            else:
+                self.v2.add_member(nid, peer_urls, cc.type == raft_pb2.ConfChangeAddLearnerNode)
+                if apply_v3:
+                    if self.backend.get(schema.MEMBERS, f"{nid:x}".encode()) is None:
+                        self.backend.put(schema.MEMBERS, f"{nid:x}".encode(), schema.member_json(
+                            nid, peer_urls, name=ctx.get("name", ""),
+                            client_urls=ctx.get("clientURLs") or (), is_learner=bool(ctx.get("isLearner"))))
+        elif cc.type == raft_pb2.ConfChangeRemoveNode:
+            self.v2.remove_member(nid)
+            if apply_v3:
+                self.backend.delete(schema.MEMBERS, f"{nid:x}".encode())
+                self.backend.put(schema.MEMBERS_REMOVED, f"{nid:x}".encode(), b"removed")
+        elif cc.type == raft_pb2.ConfChangeUpdateNode:
+            self.v2.update_raft_attributes(nid, ctx.get("peerURLs") or [], bool(ctx.get("isLearner")))
+        self.refresh_membership()
+        return cc.id, None
+
+    def _validate(self, cc, ctx) -> Exception | None:
+        members = self.v2.members()
+        nid = cc.node_id
+        if nid in self.v2.removed_ids():
+            return MembershipError("membership: ID removed")
+        if cc.type in (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeAddLearnerNode):
+            if ctx.get("isPromote"):
+                if nid not in members:
+                    return MembershipError("membership: member not found")
+                if not members[nid].is_learner:
+                    return MembershipError("membership: can only promote a learner member")
+                return None
+            if nid in members:
+                return MembershipError("membership: ID exists")
+            used = {u for m in members.values() for u in m.peer_urls}
+            if any(u in used for u in ctx.get("peerURLs") or []):
+                return MembershipError("membership: peerURL exists")
+            return None
+        if nid not in members:
+            return MembershipError("membership: member not found")
+        if cc.type == raft_pb2.ConfChangeUpdateNode:
+            used = {u for m in members.values() if m.id != nid for u in m.peer_urls}
+            if any(u in used for u in ctx.get("peerURLs") or []):
+                return MembershipError("membership: peerURL exists")
+        return None
+
+    def _save_member_first_time(self, mid: int) -> None:
+        key = f"{mid:x}".encode()
+        if self.backend.get(schema.MEMBERS, key) is not None:
+            return  # etcd 3.5.1 writes a member row once; later updates are dropped
+        rec = self.v2.members()[mid]
+        self.backend.put(schema.MEMBERS, key, schema.member_json(
+            mid, list(rec.peer_urls), name=rec.name, client_urls=tuple(rec.client_urls), is_learner=rec.is_learner))
+
+
+class MembershipError(Exception):
+    pass
+
+
+def _request_kind(irr) -> str | None:
+    # InternalRaftRequest has no oneof: exactly one request field is set.
+    for field, _ in irr.ListFields():
+        if field.name not in ("header", "ID"):
+            return field.name
+    return None
+
+
+def _full_version(v: str) -> str:
+    parts = v.split(".")
+    return ".".join((parts + ["0", "0", "0"])[:2] + ["0"])

@@ -527,6 +527,23 @@ class V2Store:
                 return None
             raise
 
+    def is_meta_store_only(self) -> bool:
+        """etcd's IsMetaStoreOnly, the read counted: whether nothing but /0 has content (etcd
+        checks it right after loading a snapshot, at start and on a received snapshot; more
+        content only draws a warning at the default --v2-deprecation)."""
+        root = self.get("/", True)
+        return all(n.key == CLUSTER_PREFIX or not n.nodes for n in root.node.nodes or ())
+
+    def recover(self) -> tuple[str | None, dict[int, MemberRecord], set[int]]:
+        """etcd's RaftCluster.Recover, reads counted: (cluster version, members, removed IDs).
+
+        etcd runs it at start after loading the snapshot (or on the empty store when there is
+        no snapshot but a WAL) and after applying a received snapshot; in both snapshot cases
+        `is_meta_store_only` comes first. Replayed entries are applied after it."""
+        version = self.cluster_version_from_store()
+        members, removed = self.members_from_store()
+        return version, members, removed
+
     def apply_request(self, req, now_ns: int) -> "Response":
         """Apply a raw v2 `etcdserverpb.Request` entry (raft-log-and-apply §4.1): see
         `apply.apply_request`."""

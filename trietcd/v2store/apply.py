@@ -11,7 +11,7 @@ the request's `Time`.
 The store's answers (V2Error) come back in the Response, as etcd hands them to a waiting
 proposer; they change nothing but the stats. What etcd panics on raises here: an attributes
 update of a member the store never had (UnknownMemberError), an attributes value that is not
-JSON or a cluster version that is not semver (ValueError).
+etcd's JSON (CorruptError, a ValueError) or a cluster version that is not semver (ValueError).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ _MESSAGES = {
 }
 
 
-class CorruptError(Exception):
+class CorruptError(ValueError):
     """The v2 store JSON of a snapshot does not have the shape etcd writes."""
 
 

@@ -399,3 +399,19 @@ def test_seeded_random_workload_indexes():
             continue
         assert store.current_index == before + 1 == event.index()
         assert store.history.in_order()[-1] is event
+
+
+def test_deep_keys():
+    """etcd takes keys nested thousands deep; writing the snapshot and deleting them must not
+    hit Python's recursion limit (loading one that deep is refused as corrupt)."""
+    store = V2Store.new()
+    deep = "/1/" + "/".join(["d"] * 1500)
+    store.set(deep, value="x", expire_time=GoTime(T0 + S), now_ns=T0)
+    assert store.to_json().count(b'"Path":') == 1504
+    with pytest.raises(CorruptError):
+        V2Store.from_json(store.to_json())
+    store.delete("/1/d", recursive=True)
+    assert not store.has_ttl_keys() and store.peek("/1").children == {}
+    shallow = V2Store.new()
+    shallow.set("/1/" + "/".join(["d"] * 200), value="x")
+    assert V2Store.from_json(shallow.to_json()).to_json() == shallow.to_json()

@@ -126,23 +126,28 @@ class Node:
 
     # Go JSON: {"Path","CreatedIndex","ModifiedIndex","ExpireTime","Value","Children"}.
     def write_json(self, out: list[str]) -> None:
-        out.append('{"Path":')
-        out.append(go_string(self.path))
-        out.append(f',"CreatedIndex":{self.created_index},"ModifiedIndex":{self.modified_index}')
-        expire = ZERO_TIME_TEXT if self.expire_time is None else format_time(self.expire_time)
-        out.append(f',"ExpireTime":"{expire}","Value":')
-        out.append(go_string(self.value))
-        if self.children is None:
-            out.append(',"Children":null}')
-            return
-        out.append(',"Children":{')
-        for i, (name, child) in enumerate(sorted(self.children.items())):
-            if i:
-                out.append(",")
-            out.append(go_string(name))
-            out.append(":")
-            child.write_json(out)
-        out.append("}}")
+        """Appends the subtree's JSON to `out`. Iterative: v2 keys may nest deeper than Python's
+        recursion limit."""
+        todo: list[Node | str] = [self]
+        while todo:
+            item = todo.pop()
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            expire = ZERO_TIME_TEXT if item.expire_time is None else format_time(item.expire_time)
+            out.append(f'{{"Path":{go_string(item.path)},"CreatedIndex":{item.created_index},'
+                       f'"ModifiedIndex":{item.modified_index},"ExpireTime":"{expire}",'
+                       f'"Value":{go_string(item.value)},"Children":')
+            if item.children is None:
+                out.append("null}")
+                continue
+            out.append("{")
+            later: list[Node | str] = []
+            for i, (name, child) in enumerate(sorted(item.children.items())):
+                later.append(("," if i else "") + go_string(name) + ":")
+                later.append(child)
+            later.append("}}")
+            todo.extend(reversed(later))
 
     @classmethod
     def from_obj(cls, obj, parent: "Node | None") -> "Node":

@@ -110,12 +110,18 @@ class V2Store:
         is not the JSON etcd writes."""
         try:
             obj = json.loads(data)
+            if not isinstance(obj, dict) or not isinstance(obj.get("Root"), dict):
+                raise CorruptError("v2 store json: no Root object")
+            root = Node.from_obj(obj["Root"], None)
+        except RecursionError:
+            # Python's json nests by recursion: a tree some 450 levels deep does not load.
+            raise CorruptError("v2 store json: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as e:
+            if isinstance(e, CorruptError):
+                raise
             raise CorruptError(f"v2 store json: {e}") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("Root"), dict):
-            raise CorruptError("v2 store json: no Root object")
         store = cls()
-        store.root = Node.from_obj(obj["Root"], None)
+        store.root = root
         if not store.root.is_dir():
             raise CorruptError("v2 store json: Root is not a directory")
         hub = obj.get("WatcherHub")
@@ -405,14 +411,21 @@ class V2Store:
         return events
 
     def _remove(self, node: Node, is_dir: bool, recursive: bool) -> None:
-        """etcd's node.Remove: detach `node` (and, for a directory, everything under it)."""
+        """etcd's node.Remove: detach `node`; a directory takes everything under it along (an
+        explicit stack: v2 keys may nest deeper than Python's recursion limit)."""
         if node.children is not None:
             if not is_dir:
                 raise V2Error(NOT_FILE, node.path, self.current_index)
             if node.children and not recursive:
                 raise V2Error(DIR_NOT_EMPTY, node.path, self.current_index)
-            for child in list(node.children.values()):
-                self._remove(child, True, True)
+            below = list(node.children.values())
+            while below:
+                child = below.pop()
+                self._ttl_nodes.pop(id(child), None)
+                if child.children:
+                    below.extend(child.children.values())
+                    child.children.clear()
+            node.children.clear()
         parent = node.parent
         name = node.name()
         if parent is not None and parent.children.get(name) is node:

@@ -3,6 +3,8 @@ reads etcd's validation makes) and raw v2 Request entries."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +15,7 @@ from trietcd.wal.segment import read_wal
 from trietcd.wal.snap import decode_snap_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+DATA = Path(__file__).resolve().parent / "data"
 
 ADD, REMOVE, UPDATE, ADD_LEARNER = (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeRemoveNode,
                                     raft_pb2.ConfChangeUpdateNode, raft_pb2.ConfChangeAddLearnerNode)
@@ -23,6 +26,15 @@ def wal_entries(member_dir: Path, tmp_path: Path) -> list:
     copy = tmp_path / "wal-copy"
     shutil.copytree(member_dir / "wal", copy)
     return list(read_wal(str(copy)).entries)
+
+
+def load_recording(name: str) -> tuple[list, dict[int, bytes]]:
+    """(WAL entries, {raft index: v2 JSON of the .snap there}) of a run recorded in data/ (the
+    make-*.sh scripts next to them say how)."""
+    raw = json.loads(gzip.decompress((DATA / name).read_bytes()))
+    entries = [raft_pb2.Entry(Index=i, Term=t, Type=ty, Data=bytes.fromhex(d))
+               for i, t, ty, d in raw["entries"]]
+    return entries, {int(k): base64.b64decode(v) for k, v in raw["snapshots"].items()}
 
 
 def snap_data(path: Path) -> tuple[bytes, int]:

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from proto.raftpb import raft_pb2
-from tests.v2store.replay import FIXTURES, replay, snap_data, wal_entries
+from tests.v2store.replay import FIXTURES, load_recording, replay, snap_data, wal_entries
 from trietcd.v2store import V2Store
 
 SNAPS = sorted(FIXTURES.glob("etcd-*/**/member/snap/*.snap"))
@@ -140,3 +140,21 @@ def test_cluster_fixture_membership_history(tmp_path):
     assert store.peek(f"/0/removed_members/{m4:x}").created_index == 12
     # What a snapshot holds reads back to the same store.
     assert V2Store.from_json(store.to_json()).to_json() == store.to_json()
+
+
+def test_cluster_fixture_restarted_snapshots(tmp_path):
+    """The cluster fixture restarted under etcd 3.5.1 (data/make-cluster-restart.sh): with no
+    snapshot, Recover reads the empty store (two failed gets), the WAL's 20 entries are applied
+    again (a snapshot right after them), then the new term's three publishes replace the
+    attributes. Every snapshot byte for byte."""
+    entries, snaps = load_recording("cluster-restart.json.gz")
+    assert sorted(snaps) == [20, 24, 26]
+    assert [e.Data for e in entries[:20]] == [e.Data for e in wal_entries(
+        FIXTURES / "etcd-3.5.1" / "cluster" / "m1" / "member", tmp_path)]
+    for index, data in snaps.items():
+        store = V2Store.new()
+        assert store.recover() == (None, {}, set())
+        replay(store, entries, upto=index)
+        assert store.to_json() == data, index
+    restarted = V2Store.from_json(snaps[20])
+    assert restarted.stats["getsFail"] == 9 and restarted.stats["getsSuccess"] == 6

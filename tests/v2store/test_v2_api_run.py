@@ -13,33 +13,19 @@ then the replayed tail of the WAL, the new term's publish replacing the old attr
 
 from __future__ import annotations
 
-import base64
-import gzip
-import json
 import re
-from pathlib import Path
 
 import pytest
 
-from proto.raftpb import raft_pb2
-from tests.v2store.replay import replay
+from tests.v2store.replay import load_recording, replay
 from trietcd.v2store import V2Store, decode_v2_request, is_v2_request
 
-DATA = Path(__file__).resolve().parent / "data" / "v2-api-run.json.gz"
 RUN_1_LAST_INDEX = 46  # the restart's first entry is 47 (term 3)
 RESTART_NS = 1_795_511_801_000_000_000  # about when the restarted member replayed 43.. again
 TTL_ASKED_S = {14: 1000, 21: 1, 28: 2000, 34: 1500, 36: 500, 40: 2}  # entry index -> ttl=
 
 
-def load():
-    raw = json.loads(gzip.decompress(DATA.read_bytes()))
-    entries = [raft_pb2.Entry(Index=i, Term=t, Type=ty, Data=bytes.fromhex(d))
-               for i, t, ty, d in raw["entries"]]
-    snaps = {int(k): base64.b64decode(v) for k, v in raw["snapshots"].items()}
-    return entries, snaps
-
-
-ENTRIES, SNAPS = load()
+ENTRIES, SNAPS = load_recording("v2-api-run.json.gz")
 
 
 def apply_times(entries) -> dict[int, int]:

@@ -8,7 +8,13 @@ import struct
 import pytest
 
 from proto.raftpb import raft_pb2
-from tests.v2store.replay import FIXTURES, load_recording, replay, snap_data, wal_entries
+from tests.v2store.replay import (
+    FIXTURES,
+    load_recording,
+    replay,
+    snap_data,
+    wal_entries,
+)
 from trietcd.v2store import V2Store
 
 SNAPS = sorted(FIXTURES.glob("etcd-*/**/member/snap/*.snap"))

@@ -8,7 +8,11 @@ from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2
 from tests.v2store.replay import FIXTURES, wal_entries
 from trietcd.v2store import (
-    cluster_version_request, decode_v2_request, encode_v2_request, is_v2_request, publish_request,
+    cluster_version_request,
+    decode_v2_request,
+    encode_v2_request,
+    is_v2_request,
+    publish_request,
 )
 
 WAL_MEMBERS = sorted(p.parent for p in FIXTURES.glob("etcd-*/**/member/wal"))

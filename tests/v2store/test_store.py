@@ -9,11 +9,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trietcd.v2store import (
-    CorruptError, GoTime, UnknownMemberError, V2Error, V2Store, decode_v2_request,
+    CorruptError,
+    GoTime,
+    UnknownMemberError,
+    V2Error,
+    V2Store,
+    decode_v2_request,
     encode_v2_request,
 )
 from trietcd.v2store.gojson import format_time, go_string, parse_time
-from trietcd.v2store.node import DIR_NOT_EMPTY, KEY_NOT_FOUND, NODE_EXIST, NOT_DIR, NOT_FILE, ROOT_RONLY, TEST_FAILED
+from trietcd.v2store.node import (
+    DIR_NOT_EMPTY,
+    KEY_NOT_FOUND,
+    NODE_EXIST,
+    NOT_DIR,
+    NOT_FILE,
+    ROOT_RONLY,
+    TEST_FAILED,
+)
 
 S = 1_000_000_000
 T0 = 1_795_000_000 * S  # a wall clock in 2026
@@ -312,8 +325,8 @@ def test_history_wraps_at_capacity():
 
 @pytest.mark.parametrize("data", [
     b"", b"[]", b'{"Root":null}', b'{"Root":{"Path":"/","Children":null}}',
-    b'{"Root":{"Path":"/","Children":{}},"WatcherHub":{"EventHistory":{"Queue":{"Events":[null],'
-    b'"Size":2,"Front":0,"Back":0,"Capacity":1}}}}',
+    (b'{"Root":{"Path":"/","Children":{}},"WatcherHub":{"EventHistory":{"Queue":{"Events":[null],'
+    b'"Size":2,"Front":0,"Back":0,"Capacity":1}}}}'),
     b'{"Root":{"Path":"/","Children":{},"CreatedIndex":-1}}',
     b'{"Root":{"Path":"/","Children":{},"ExpireTime":"yesterday"}}',
 ])

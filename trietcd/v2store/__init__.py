@@ -23,8 +23,19 @@ from .request import (
 from .store import V2Store
 
 __all__ = [
-    "V2Store", "MemberRecord", "Response", "Event", "NodeExtern", "GoTime",
-    "V2Error", "CorruptError", "UnknownMemberError", "UnknownMethodError",
-    "is_v2_request", "encode_v2_request", "decode_v2_request", "publish_request",
+    "CorruptError",
+    "Event",
+    "GoTime",
+    "MemberRecord",
+    "NodeExtern",
+    "Response",
+    "UnknownMemberError",
+    "UnknownMethodError",
+    "V2Error",
+    "V2Store",
     "cluster_version_request",
+    "decode_v2_request",
+    "encode_v2_request",
+    "is_v2_request",
+    "publish_request",
 ]

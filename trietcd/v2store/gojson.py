@@ -17,7 +17,13 @@ import re
 import attrs
 
 __all__ = [
-    "GoTime", "ZERO_TIME_TEXT", "ZERO_TIME_UNIX_NS", "go_string", "go_string_list", "format_time", "parse_time",
+    "ZERO_TIME_TEXT",
+    "ZERO_TIME_UNIX_NS",
+    "GoTime",
+    "format_time",
+    "go_string",
+    "go_string_list",
+    "parse_time",
 ]
 
 ZERO_TIME_TEXT = "0001-01-01T00:00:00Z"  # Go's zero time.Time (a permanent node's ExpireTime)

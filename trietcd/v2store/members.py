@@ -22,9 +22,19 @@ from .gojson import go_string, go_string_list
 from .node import CorruptError
 
 __all__ = [
-    "CLUSTER_PREFIX", "KEYS_PREFIX", "MEMBERS_PREFIX", "REMOVED_MEMBERS_PREFIX", "VERSION_KEY",
-    "MemberRecord", "UnknownMemberError", "member_key", "raft_attributes_json",
-    "attributes_json", "parse_attributes", "member_from_values", "normalize_version",
+    "CLUSTER_PREFIX",
+    "KEYS_PREFIX",
+    "MEMBERS_PREFIX",
+    "REMOVED_MEMBERS_PREFIX",
+    "VERSION_KEY",
+    "MemberRecord",
+    "UnknownMemberError",
+    "attributes_json",
+    "member_from_values",
+    "member_key",
+    "normalize_version",
+    "parse_attributes",
+    "raft_attributes_json",
 ]
 
 CLUSTER_PREFIX = "/0"          # etcd's StoreClusterPrefix

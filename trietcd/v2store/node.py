@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import attrs
 
-from .gojson import ZERO_TIME_TEXT, ZERO_TIME_UNIX_NS, GoTime, format_time, go_string, parse_time
+from .gojson import (
+    ZERO_TIME_TEXT,
+    ZERO_TIME_UNIX_NS,
+    GoTime,
+    format_time,
+    go_string,
+    parse_time,
+)
 
 __all__ = [
-    "CorruptError", "V2Error", "Node", "NodeExtern", "Event", "EventHistory",
-    "KEY_NOT_FOUND", "TEST_FAILED", "NOT_FILE", "NOT_DIR", "NODE_EXIST", "ROOT_RONLY",
-    "DIR_NOT_EMPTY", "EVENT_INDEX_CLEARED", "ttl_seconds",
+    "DIR_NOT_EMPTY",
+    "EVENT_INDEX_CLEARED",
+    "KEY_NOT_FOUND",
+    "NODE_EXIST",
+    "NOT_DIR",
+    "NOT_FILE",
+    "ROOT_RONLY",
+    "TEST_FAILED",
+    "CorruptError",
+    "Event",
+    "EventHistory",
+    "Node",
+    "NodeExtern",
+    "V2Error",
+    "ttl_seconds",
 ]
 
 _NS_PER_S = 1_000_000_000
@@ -70,10 +89,17 @@ def ttl_seconds(expire: GoTime, now_ns: int) -> int:
 class Node:
     """One entry of the tree: a directory (`children` is a dict) or a key (`children` is None)."""
 
-    __slots__ = ("path", "created_index", "modified_index", "parent", "expire_time", "value",
-                 "children")
+    __slots__ = (
+        "children",
+        "created_index",
+        "expire_time",
+        "modified_index",
+        "parent",
+        "path",
+        "value",
+    )
 
-    def __init__(self, path: str, created_index: int, parent: "Node | None",
+    def __init__(self, path: str, created_index: int, parent: Node | None,
                  expire_time: GoTime | None, value: str = "", is_dir: bool = False) -> None:
         self.path = path
         self.created_index = created_index
@@ -100,7 +126,7 @@ class Node:
             return None, 0
         return GoTime(self.expire_time.unix_ns, 0), ttl_seconds(self.expire_time, now_ns)
 
-    def repr(self, recursive: bool, now_ns: int) -> "NodeExtern":
+    def repr(self, recursive: bool, now_ns: int) -> NodeExtern:
         """etcd's `node.Repr` (children always in key order: Go's map order is random)."""
         out = NodeExtern(key=self.path, modified_index=self.modified_index,
                          created_index=self.created_index)
@@ -114,7 +140,7 @@ class Node:
         out.expiration, out.ttl = self.expiration_and_ttl(now_ns)
         return out
 
-    def load_into(self, out: "NodeExtern", recursive: bool, now_ns: int) -> None:
+    def load_into(self, out: NodeExtern, recursive: bool, now_ns: int) -> None:
         """etcd's `NodeExtern.loadInternalNode`: what a Get answers and a Set's prevNode holds."""
         if self.children is not None:
             out.dir = True
@@ -150,7 +176,7 @@ class Node:
             todo.extend(reversed(later))
 
     @classmethod
-    def from_obj(cls, obj, parent: "Node | None") -> "Node":
+    def from_obj(cls, obj, parent: Node | None) -> Node:
         _need(isinstance(obj, dict), "node is not an object")
         node = cls(_str(obj, "Path"), _uint(obj, "CreatedIndex"), parent,
                    _time_or_none(obj.get("ExpireTime")), _str(obj, "Value"))
@@ -171,7 +197,7 @@ class NodeExtern:
     dir: bool = False
     expiration: GoTime | None = None
     ttl: int = 0
-    nodes: list["NodeExtern"] | None = None
+    nodes: list[NodeExtern] | None = None
     modified_index: int = 0
     created_index: int = 0
 
@@ -201,7 +227,7 @@ class NodeExtern:
         out.append("{" + ",".join(fields) + "}")
 
     @classmethod
-    def from_obj(cls, obj) -> "NodeExtern":
+    def from_obj(cls, obj) -> NodeExtern:
         _need(isinstance(obj, dict), "event node is not an object")
         value = obj.get("value")
         _need(value is None or isinstance(value, str), "value is not a string")
@@ -239,7 +265,7 @@ class Event:
         out.append(',"refresh":true}' if self.refresh else "}")
 
     @classmethod
-    def from_obj(cls, obj) -> "Event":
+    def from_obj(cls, obj) -> Event:
         _need(isinstance(obj, dict), "event is not an object")
         node = obj.get("node")
         prev = obj.get("prevNode")
@@ -261,7 +287,7 @@ class EventHistory:
     `front` hold events, the others None; start_index/last_index are the indexes of the oldest
     and newest event (0 while empty)."""
 
-    __slots__ = ("events", "size", "front", "back", "capacity", "start_index", "last_index")
+    __slots__ = ("back", "capacity", "events", "front", "last_index", "size", "start_index")
 
     def __init__(self, capacity: int = 1000) -> None:
         assert capacity > 0
@@ -309,7 +335,7 @@ class EventHistory:
                    f'"StartIndex":{self.start_index},"LastIndex":{self.last_index}}}')
 
     @classmethod
-    def from_obj(cls, obj) -> "EventHistory":
+    def from_obj(cls, obj) -> EventHistory:
         _need(isinstance(obj, dict), "EventHistory is not an object")
         queue = obj.get("Queue")
         _need(isinstance(queue, dict), "Queue is not an object")

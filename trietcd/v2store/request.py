@@ -15,8 +15,12 @@ from proto.etcdserverpb import etcdserver_pb2
 from .members import VERSION_KEY, attributes_json, member_key
 
 __all__ = [
-    "V2_METHODS", "is_v2_request", "encode_v2_request", "decode_v2_request", "publish_request",
+    "V2_METHODS",
     "cluster_version_request",
+    "decode_v2_request",
+    "encode_v2_request",
+    "is_v2_request",
+    "publish_request",
 ]
 
 # Methods a raw v2 Request may carry (what distinguishes it from an InternalRaftRequest's v2

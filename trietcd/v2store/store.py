@@ -26,16 +26,37 @@ import json
 from .apply import Response, apply_request
 from .gojson import GoTime
 from .members import (
-    CLUSTER_PREFIX, KEYS_PREFIX, MEMBERS_PREFIX, REMOVED_MEMBERS_PREFIX, VERSION_KEY,
-    MemberRecord, UnknownMemberError, attributes_json, member_from_values, member_key,
-    normalize_version, raft_attributes_json,
+    CLUSTER_PREFIX,
+    KEYS_PREFIX,
+    MEMBERS_PREFIX,
+    REMOVED_MEMBERS_PREFIX,
+    VERSION_KEY,
+    MemberRecord,
+    UnknownMemberError,
+    attributes_json,
+    member_from_values,
+    member_key,
+    normalize_version,
+    raft_attributes_json,
 )
 from .node import (
-    DIR_NOT_EMPTY, KEY_NOT_FOUND, NODE_EXIST, NOT_DIR, NOT_FILE, ROOT_RONLY, TEST_FAILED,
-    CorruptError, Event, EventHistory, Node, NodeExtern, V2Error, new_event,
+    DIR_NOT_EMPTY,
+    KEY_NOT_FOUND,
+    NODE_EXIST,
+    NOT_DIR,
+    NOT_FILE,
+    ROOT_RONLY,
+    TEST_FAILED,
+    CorruptError,
+    Event,
+    EventHistory,
+    Node,
+    NodeExtern,
+    V2Error,
+    new_event,
 )
 
-__all__ = ["V2Store", "STATS_FIELDS", "clean_path"]
+__all__ = ["STATS_FIELDS", "V2Store", "clean_path"]
 
 _READ_ONLY = frozenset(("/", CLUSTER_PREFIX, KEYS_PREFIX))
 _MIN_EXPIRE_NS = 946_684_800 * 1_000_000_000  # 2000-01-01T00:00:00Z: earlier means permanent
@@ -84,7 +105,7 @@ class V2Store:
         self._ttl_nodes: dict[int, Node] = {}
 
     @classmethod
-    def new(cls) -> "V2Store":
+    def new(cls) -> V2Store:
         """A fresh store with the two namespaces etcd creates: /0 (cluster) and /1 (keys)."""
         store = cls()
         for name in (CLUSTER_PREFIX, KEYS_PREFIX):
@@ -105,7 +126,7 @@ class V2Store:
         return "".join(out).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "V2Store":
+    def from_json(cls, data: bytes) -> V2Store:
         """The store from a raft snapshot's `data` (etcd's `store.Recovery`); CorruptError if it
         is not the JSON etcd writes."""
         try:
@@ -557,7 +578,7 @@ class V2Store:
         members, removed = self.members_from_store()
         return version, members, removed
 
-    def apply_request(self, req, now_ns: int) -> "Response":
+    def apply_request(self, req, now_ns: int) -> Response:
         """Apply a raw v2 `etcdserverpb.Request` entry (raft-log-and-apply §4.1): see
         `apply.apply_request`."""
         return apply_request(self, req, now_ns)

@@ -83,9 +83,9 @@ def wait_ready(server: Server, timeout: float = 15) -> None:
 
 
 def start(tmp_path: Path, command: list[str], *extra: str, env: dict | None = None,
-          name: str = "node1", data_dir: Path | None = None) -> Server:
+          name: str = "node1", data_dir: Path | None = None, wait: bool = True) -> Server:
     """A server named `name` on `data_dir` (default: <tmp_path>/<name>.etcd) with fresh loopback ports; tmp_path
-    holds its log and is its working directory."""
+    holds its log and is its working directory. Returns once the client port accepts, or at once if not `wait`."""
     client_url = f"http://127.0.0.1:{free_port()}"
     peer_url = f"http://127.0.0.1:{free_port()}"
     data_dir = data_dir or tmp_path / f"{name}.etcd"
@@ -98,7 +98,8 @@ def start(tmp_path: Path, command: list[str], *extra: str, env: dict | None = No
             stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path, start_new_session=True,
         )
     server = Server(proc, client_url, peer_url, data_dir, log_path)
-    wait_ready(server)
+    if wait:
+        wait_ready(server)
     return server
 
 

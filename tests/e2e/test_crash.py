@@ -6,6 +6,9 @@ Clients: THREADS grpcio threads doing Puts and Txns (compare a shared key's mod_
 one of the thread's own keys, failure reads the shared key). Every value is unique, so each revision of the history
 names the operation that made it. An operation whose call failed (the kill came first) may or may not be applied.
 
+A quarter of the restarts are killed again at a random moment of the recovery (before it serves, mostly). The
+member runs with --snapshot-count 500, so kills also land around snapshots and WAL/.snap purges.
+
 Checks after every restart: the revision is at least the largest acknowledged one, and the writes acknowledged
 since the previous restart read back at their revisions. After the last restart: the whole history, revision by
 revision (Range at r with min/max_mod_revision r), is exactly the acknowledged writes at their revisions plus some
@@ -39,6 +42,9 @@ OWN_KEYS = 12
 PREFIX = b"crash/"
 # Quick elections: a single member restarts in a fraction of the default 1 s election timeout.
 FLAGS = ("--heartbeat-interval", "20", "--election-timeout", "200")
+# Under load: snapshots (and the WAL and .snap purges after them) happen a few times a run, so kills land near them.
+LOAD_FLAGS = (*FLAGS, "--snapshot-count", "500")
+RECOVERY_KILL_CHANCE = 0.25
 
 IMPLS = [impl_param("etcd"), impl_param("trietcd")]
 
@@ -160,11 +166,12 @@ def hashes(client: Client, revisions: list[int]) -> dict[int, tuple[int, int]]:
 
 
 def crash_run(impl: str, base: Path, kills: int, seed: int) -> tuple[workload.servers.Server, Client, Model]:
-    """Kill -9 `kills` times under load; the server and client after the last restart, and the model."""
+    """Kill -9 `kills` times under load, and now and then once more while the member recovers; the server and
+    client after the last restart, and the model."""
     data_dir = base / "data"
     model = Model()
     rng = random.Random(seed)
-    server = workload.start(impl, base, data_dir, *FLAGS)
+    server = workload.start(impl, base, data_dir, *LOAD_FLAGS)
     client = Client(server)
     for round_ in range(kills):
         acked_before = len(model.acked)
@@ -182,7 +189,11 @@ def crash_run(impl: str, base: Path, kills: int, seed: int) -> tuple[workload.se
         client.close()
         assert not model.problems, "\n".join(model.problems)
 
-        server = workload.start(impl, base, data_dir, *FLAGS)
+        if rng.random() < RECOVERY_KILL_CHANCE:
+            server = workload.start(impl, base, data_dir, *LOAD_FLAGS, wait=False)
+            time.sleep(rng.uniform(0.2, 1.2))
+            server.stop(signal.SIGKILL)
+        server = workload.start(impl, base, data_dir, *LOAD_FLAGS)
         client = Client(server)
         revision = client.revision()
         assert revision >= model.max_acked(), f"restart {round_ + 1}: revision {revision} < acknowledged"
@@ -203,7 +214,7 @@ def test_kill_9_under_load(impl, tmp_path):
         before = hashes(client, revisions)
         client.close()
         workload.stop(server)
-        server = workload.start(impl, tmp_path, tmp_path / "data", *FLAGS)
+        server = workload.start(impl, tmp_path, tmp_path / "data", *LOAD_FLAGS)
         client = Client(server)
         assert client.revision() == current
         assert hashes(client, revisions) == before

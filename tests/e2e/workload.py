@@ -43,12 +43,14 @@ def impl_param(*impls: str, id: str | None = None):
     return pytest.param(*impls, marks=needs_durable(*impls), id=id or "-".join(impls))
 
 
-def start(impl: str, run_dir: Path, data_dir: Path, *extra: str, name: str = "node1") -> servers.Server:
-    """Start `impl` on data_dir; its log and working directory are a new directory under run_dir."""
+def start(impl: str, run_dir: Path, data_dir: Path, *extra: str, name: str = "node1",
+          wait: bool = True) -> servers.Server:
+    """Start `impl` on data_dir; its log and working directory are a new directory under run_dir. Returns once the
+    client port accepts, or at once if not `wait`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir = run_dir / f"run{len(list(run_dir.glob('run*')))}-{impl}"
     log_dir.mkdir()
-    return servers.start(log_dir, COMMANDS[impl], *extra, name=name, data_dir=data_dir)
+    return servers.start(log_dir, COMMANDS[impl], *extra, name=name, data_dir=data_dir, wait=wait)
 
 
 def copy_data_dir(source: Path, destination: Path) -> Path:

@@ -241,3 +241,20 @@ async def test_run_starts_listeners_and_stop_cancels_everything(tmp_path):
         assert addresses == ["addr", "addr"]
         await m.stop(shutdown, 3.0)
     assert stopped_connections == [3.0]
+
+
+def test_internal_request_bytes_equal_protobuf_encoding():
+    import random
+
+    from trietcd.server.member import _internal_request
+
+    rng = random.Random(7)
+    for _ in range(500):
+        rid = rng.getrandbits(64)
+        r = rpc_pb2.PutRequest(key=b"k" * rng.randrange(1, 40), value=b"x" * rng.randrange(0, 300),
+                               lease=rng.randrange(3), prev_kv=rng.random() < 0.5)
+        expected = raft_internal_pb2.InternalRaftRequest(header=raft_internal_pb2.RequestHeader(ID=rid), put=r)
+        assert _internal_request("put", r, rid) == expected.SerializeToString()
+        c = rpc_pb2.CompactionRequest(revision=rng.randrange(1 << 40), physical=True)
+        expected = raft_internal_pb2.InternalRaftRequest(header=raft_internal_pb2.RequestHeader(ID=rid), compaction=c)
+        assert _internal_request("compaction", c, rid) == expected.SerializeToString()

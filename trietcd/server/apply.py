@@ -98,7 +98,9 @@ class EntryApplier:
 
     def _apply_normal(self, e, apply_v3: bool, now_ns: int):
         data = e.Data
-        if is_v2_request(data):
+        # A raw v2 Request starts with its ID (field 1, varint); etcd 3.5 never writes field 1 of an
+        # InternalRaftRequest, so any other first byte is a v3 request.
+        if data[0] == 0x08 and is_v2_request(data):
             req = etcdserver_pb2.Request.FromString(data)
             return req.ID, self._apply_v2(req, apply_v3, now_ns)
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+import collections
 import ipaddress
 import os
 import random
@@ -34,6 +35,7 @@ import trio
 
 import trietcd
 from proto.etcdserverpb import rpc_pb2
+from proto.etcdserverpb.raft_internal_pb2 import RequestHeader as _RequestHeader
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
 from trietcd.log import Logger, logger as default_logger
@@ -57,6 +59,7 @@ __all__ = ["Member"]
 SNAPSHOT_CATCH_UP_ENTRIES = 5000
 PURGE_INTERVAL_S = 30.0
 READ_INDEX_RETRY_S = 0.5
+WAIT_SWEEP_S = 0.1
 COMPACTION_PAUSE_S = 0.01
 CLUSTER_VERSION = "3.5.0"
 
@@ -64,17 +67,44 @@ ServeTask = Callable[..., Awaitable[None]]
 
 
 class _Waiter:
-    __slots__ = ("event", "result")
+    """A proposer waiting for its entry to apply: parked with trio's low-level API (cheaper than an Event and a
+    cancel scope per request); `finish` wakes it, the sweeper fails it once its deadline passes."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
+    __slots__ = ("task", "result", "done", "deadline")
+
+    def __init__(self, deadline: float) -> None:
+        self.task = None
         self.result: object = None
+        self.done = False
+        self.deadline = deadline
+
+    async def wait(self) -> None:
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_):
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def finish(self, result) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.result = result
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
 
 
 class _ReadBatch:
     """Linearizable reads that share one ReadIndex request."""
 
-    __slots__ = ("ctx", "waiters", "done", "index", "sent_at")
+    __slots__ = ("ctx", "waiters", "done", "index", "sent_at", "first_sent_at", "error")
 
     def __init__(self, ctx: bytes) -> None:
         self.ctx = ctx
@@ -82,6 +112,8 @@ class _ReadBatch:
         self.done = trio.Event()
         self.index = 0
         self.sent_at = 0.0
+        self.first_sent_at = 0.0
+        self.error: Exception | None = None
 
 
 class Member:
@@ -155,6 +187,7 @@ class Member:
         self.leader_id = 0
         self._ids = IdGenerator(disk.member_id, int(time.time() * 1000))
         self._waiters: dict[int, _Waiter] = {}
+        self._deadlines: collections.deque[_Waiter] = collections.deque()
         self._proposals: list[tuple[int, bytes]] = []
         self._ticks = 0
         self._campaign = False
@@ -249,19 +282,34 @@ class Member:
     async def _propose_and_wait(self, rid: int, data: bytes):
         if self._stopping:
             raise StoppedError()
-        waiter = _Waiter()
+        waiter = _Waiter(trio.current_time() + self.request_timeout_s)
         self._waiters[rid] = waiter
+        self._deadlines.append(waiter)
         self._proposals.append((rid, data))
         self._raft_wake.set()
-        with trio.move_on_after(self.request_timeout_s):
-            await waiter.event.wait()
-        self._waiters.pop(rid, None)
-        if not waiter.event.is_set():
-            raise RequestTimeoutError()
+        try:
+            await waiter.wait()
+        finally:
+            self._waiters.pop(rid, None)
         result = waiter.result
         if isinstance(result, BaseException):
             raise result
         return result
+
+    async def _sweeper(self) -> None:
+        """Fails proposals not applied within the request timeout (their deadlines come in order)."""
+        deadlines = self._deadlines
+        while True:
+            await trio.sleep(WAIT_SWEEP_S)
+            now = trio.current_time()
+            while deadlines and (deadlines[0].done or deadlines[0].deadline <= now):
+                w = deadlines.popleft()
+                w.finish(RequestTimeoutError())
+            for ctx, b in list(self._reads_in_flight.items()):
+                if now - b.first_sent_at >= self.request_timeout_s:
+                    del self._reads_in_flight[ctx]
+                    b.error = RequestTimeoutError()
+                    b.done.set()
 
     # --- reads ----------------------------------------------------------
 
@@ -271,10 +319,9 @@ class Member:
         batch = self._read_batch
         batch.waiters += 1
         self._raft_wake.set()
-        with trio.move_on_after(self.request_timeout_s):
-            await batch.done.wait()
-        if not batch.done.is_set():
-            raise RequestTimeoutError()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
         await self._wait_applied(batch.index)
 
     async def _wait_applied(self, index: int) -> None:
@@ -334,6 +381,7 @@ class Member:
                     nursery.start_soon(self._compactor)
                     nursery.start_soon(self._purger)
                     nursery.start_soon(self._publisher)
+                    nursery.start_soon(self._sweeper)
                     if self.store.pending_compaction is not None:
                         self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
                     await self._ready.wait()
@@ -402,7 +450,7 @@ class Member:
         batch = self._read_batch
         if batch.waiters:
             self._read_batch = _ReadBatch(self._read_ctx())
-            batch.sent_at = trio.current_time()
+            batch.sent_at = batch.first_sent_at = trio.current_time()
             self._reads_in_flight[batch.ctx] = batch
             node.read_index(batch.ctx)
         if self._reads_in_flight:
@@ -491,8 +539,7 @@ class Member:
     def _finish(self, rid: int, result) -> None:
         waiter = self._waiters.pop(rid, None)
         if waiter is not None:
-            waiter.result = result
-            waiter.event.set()
+            waiter.finish(result)
 
     def _wake_applied(self) -> None:
         if not self._applied_waiters:
@@ -623,19 +670,16 @@ def _internal_request(field: str, request, rid: int) -> bytes:
     """An InternalRaftRequest with the request in `field` and header {ID: rid}, encoded as gogo does (fields in
     number order: the request's field, then the header, field 100)."""
     body = request.SerializeToString()
-    number = _FIELD_NUMBERS[field]
-    header = b"\x08" + _varint(rid)
-    return (_varint(number << 3 | 2) + _varint(len(body)) + body
-            + b"\xa2\x06" + _varint(len(header)) + header)
+    n = len(body)
+    header = _RequestHeader(ID=rid).SerializeToString()  # under 128 bytes: a one-byte length
+    return b"".join((_FIELD_TAGS[field], bytes((n,)) if n < 0x80 else _varint(n), body,
+                     b"\xa2\x06", bytes((len(header),)), header))
 
 
-def _field_numbers() -> dict[str, int]:
+def _field_tags() -> dict[str, bytes]:
     from proto.etcdserverpb import raft_internal_pb2
 
-    return {f.name: f.number for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields}
-
-
-_FIELD_NUMBERS = _field_numbers()
+    return {f.name: _varint(f.number << 3 | 2) for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields}
 
 
 def _varint(n: int) -> bytes:
@@ -646,6 +690,9 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_FIELD_TAGS = _field_tags()
 
 
 def _varint_field(number: int, value: int) -> bytes:

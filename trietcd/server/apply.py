@@ -184,8 +184,7 @@ class EntryApplier:
         if cc.type in (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeAddLearnerNode):
             peer_urls = ctx.get("peerURLs") or []
             if ctx.get("isPromote"):
-                rec = self.v2.members()[nid]
-                self.v2.update_raft_attributes(nid, list(rec.peer_urls), False)
+                self.v2.promote_member(nid)
             else:
                 self.v2.add_member(nid, peer_urls, cc.type == raft_pb2.ConfChangeAddLearnerNode)
                 if apply_v3:
@@ -204,9 +203,11 @@ class EntryApplier:
         return cc.id, None
 
     def _validate(self, cc, ctx) -> Exception | None:
-        members = self.v2.members()
+        # etcd's ValidateConfigurationChange, on membership as the v2 store records it (a counted read,
+        # as etcd's, so the snapshot's Stats stay equal to etcd's).
+        members, removed = self.v2.members_from_store()
         nid = cc.node_id
-        if nid in self.v2.removed_ids():
+        if nid in removed:
             return MembershipError("membership: ID removed")
         if cc.type in (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeAddLearnerNode):
             if ctx.get("isPromote"):
@@ -220,6 +221,8 @@ class EntryApplier:
             used = {u for m in members.values() for u in m.peer_urls}
             if any(u in used for u in ctx.get("peerURLs") or []):
                 return MembershipError("membership: peerURL exists")
+            if ctx.get("isLearner") and any(m.is_learner for m in members.values()):
+                return MembershipError("membership: too many learner members in cluster")
             return None
         if nid not in members:
             return MembershipError("membership: member not found")

@@ -121,12 +121,16 @@ def _restart(config, member_dir, wal_dir, snap_dir, snapshotter, db_path, fsync,
     except snapcodec.NoSnapshotError:
         snapshot = raft_pb2.Snapshot()
     index = snapshot.metadata.index
+    # The reads etcd makes at start are counted in the v2 store's Stats, which snapshots carry: make them.
     if index:
         v2 = V2Store.from_json(snapshot.data)
+        if not v2.is_meta_store_only():
+            log.warn("v2 store has custom content", caller="etcdserver/server.go")
         log.info("recovered v2 store from snapshot", caller="etcdserver/server.go",
                  **{"snapshot-index": index, "snapshot-size": len(snapshot.data)})
     else:
         v2 = V2Store.new()
+    v2.recover()
     backend = _open_backend(config, db_path)
     try:
         ci, _ = backend.consistent_index()

@@ -15,6 +15,7 @@ Rules (bbolt `node.go`):
 from __future__ import annotations
 
 from bisect import bisect_left
+from itertools import accumulate
 
 from .page import (BUCKET_LEAF_FLAG, ELEMENT_SIZE, PAGE_HEADER_SIZE, IncompatibleValueError, Page, encode_branch,
                    encode_leaf)
@@ -160,46 +161,57 @@ class Node:
     # ---- split (spill time) ----
 
     def split(self, page_size: int) -> list["Node"]:
-        nodes = []
-        node = self
-        while True:
-            a, b = node._split_two(page_size)
-            nodes.append(a)
-            if b is None:
-                return nodes
-            node = b
-
-    def _split_two(self, page_size: int):
-        if len(self.keys) <= MIN_KEYS_PER_PAGE * 2 or self.size() < page_size:
-            return self, None
-        fill = min(max(self.bucket.fill_percent, 0.1), 1.0)
-        index = self._split_index(int(page_size * fill))
+        """This node cut into nodes that each fit a page at the bucket's fill percent (bbolt's split, applied
+        again to the remainder until it fits), found in one pass over the element sizes."""
+        keys = self.keys
+        n = len(keys)
+        if n <= MIN_KEYS_PER_PAGE * 2:
+            return [self]
+        if self.is_leaf:
+            sizes = [ELEMENT_SIZE + len(k) + len(v) for k, v in zip(keys, self.vals)]
+        else:
+            sizes = [ELEMENT_SIZE + len(k) for k in keys]
+        prefix = [0]
+        prefix.extend(accumulate(sizes))
+        if PAGE_HEADER_SIZE + prefix[n] < page_size:
+            return [self]
+        threshold = int(page_size * min(max(self.bucket.fill_percent, 0.1), 1.0))
+        cuts = []
+        start = 0
+        while n - start > MIN_KEYS_PER_PAGE * 2 and PAGE_HEADER_SIZE + prefix[n] - prefix[start] >= page_size:
+            # The first index past MIN_KEYS_PER_PAGE where the page would overflow the threshold, but leaving
+            # at least MIN_KEYS_PER_PAGE elements behind.
+            index = 0
+            sz = PAGE_HEADER_SIZE
+            for i in range(n - start - MIN_KEYS_PER_PAGE):
+                index = i
+                el = sizes[start + i]
+                if i >= MIN_KEYS_PER_PAGE and sz + el > threshold:
+                    break
+                sz += el
+            start += index
+            cuts.append(start)
+        if not cuts:
+            return [self]
         if self.parent is None:
             self.parent = Node(self.bucket, False)
             self.parent.children.append(self)
-        nxt = Node(self.bucket, self.is_leaf, self.parent)
-        self.parent.children.append(nxt)
-        nxt.keys = self.keys[index:]
-        nxt.vals = self.vals[index:]
-        del self.keys[index:]
-        del self.vals[index:]
+        nodes = [self]
+        bounds = cuts + [n]
+        for a, b in zip(bounds, bounds[1:]):
+            nxt = Node(self.bucket, self.is_leaf, self.parent)
+            self.parent.children.append(nxt)
+            nxt.keys = keys[a:b]
+            nxt.vals = self.vals[a:b]
+            if self.is_leaf:
+                nxt.flags = self.flags[a:b]
+            nodes.append(nxt)
+        first = cuts[0]
+        del self.keys[first:]
+        del self.vals[first:]
         if self.is_leaf:
-            nxt.flags = self.flags[index:]
-            del self.flags[index:]
-        return self, nxt
-
-    def _split_index(self, threshold: int) -> int:
-        sz = PAGE_HEADER_SIZE
-        index = 0
-        keys = self.keys
-        vals = self.vals if self.is_leaf else None
-        for i in range(len(keys) - MIN_KEYS_PER_PAGE):
-            index = i
-            el = ELEMENT_SIZE + len(keys[i]) + (len(vals[i]) if vals is not None else 0)
-            if i >= MIN_KEYS_PER_PAGE and sz + el > threshold:
-                break
-            sz += el
-        return index
+            del self.flags[first:]
+        return nodes
 
     def spill(self) -> None:
         """Write this node and its dirty descendants to newly allocated pages."""

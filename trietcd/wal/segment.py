@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import struct
+import time
 
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
@@ -334,6 +335,7 @@ class WAL:
         self._tmp: tuple[str, int] | None = None  # the prepared next segment
         self._tmp_count = 0
         self._closed = False
+        self.last_sync_s = 0.0  # how long the last fdatasync took (the member picks where to save by it)
 
     # -- construction
 
@@ -528,7 +530,9 @@ class WAL:
 
     def _sync(self) -> None:
         if not self.unsafe_no_fsync:
+            start = time.perf_counter()
             self._files.fdatasync(self._locks[-1][1])
+            self.last_sync_s = time.perf_counter() - start
 
     def _prepare_next(self) -> None:
         """etcd's file pipeline: the next segment exists, preallocated and locked, before a cut."""

@@ -320,6 +320,12 @@ class Member:
     async def read_barrier(self) -> None:
         """Returns once this member has applied everything committed before the call (etcd's
         linearizableReadNotify: a ReadIndex through raft, then waiting for the applier)."""
+        raft = self.node.raft
+        if raft.state is StateType.LEADER and len(self._conf_state.voters) == 1 and not self._conf_state.learners:
+            # The only voter leads: nobody else can commit, so its commit index is the read index (raft
+            # answers a ReadIndex the same way, one loop turn later).
+            await self._wait_applied(raft.raft_log.committed)
+            return
         batch = self._read_batch
         batch.waiters += 1
         self._raft_wake.set()

@@ -258,3 +258,18 @@ def test_internal_request_bytes_equal_protobuf_encoding():
         c = rpc_pb2.CompactionRequest(revision=rng.randrange(1 << 40), physical=True)
         expected = raft_internal_pb2.InternalRaftRequest(header=raft_internal_pb2.RequestHeader(ID=rid), compaction=c)
         assert _internal_request("compaction", c, rid) == expected.SerializeToString()
+
+
+async def test_old_snapshot_files_are_purged(tmp_path, monkeypatch):
+    import trietcd.server.member as member_module
+
+    monkeypatch.setattr(member_module, "PURGE_INTERVAL_S", 0.05)
+    data_dir = tmp_path / "d"
+
+    async def write(m):
+        for i in range(40):
+            await m.propose("put", put(b"k%d" % i, b"v"))
+        await trio.sleep(0.2)
+        assert len(list((data_dir / "member" / "snap").glob("*.snap"))) == 2
+
+    await run_member(make_member(data_dir, "--snapshot-count", "5", "--max-snapshots", "2"), write)

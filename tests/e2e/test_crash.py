@@ -6,7 +6,8 @@ Clients: THREADS grpcio threads doing Puts and Txns (compare a shared key's mod_
 one of the thread's own keys, failure reads the shared key). Every value is unique, so each revision of the history
 names the operation that made it. An operation whose call failed (the kill came first) may or may not be applied.
 
-A quarter of the restarts are killed again at a random moment of the recovery (before it serves, mostly). The
+A quarter of the restarts are killed again at a random moment before the member serves (process start and
+recovery). The
 member runs with --snapshot-count 500, so kills also land around snapshots and WAL/.snap purges.
 
 Checks after every restart: the revision is at least the largest acknowledged one, and the writes acknowledged
@@ -173,6 +174,7 @@ def crash_run(impl: str, base: Path, kills: int, seed: int) -> tuple[workload.se
     rng = random.Random(seed)
     server = workload.start(impl, base, data_dir, *LOAD_FLAGS)
     client = Client(server)
+    restart_s = 0.5  # from spawn to serving, measured at each restart: recovery kills land within it
     for round_ in range(kills):
         acked_before = len(model.acked)
         killing = threading.Event()
@@ -191,10 +193,12 @@ def crash_run(impl: str, base: Path, kills: int, seed: int) -> tuple[workload.se
 
         if rng.random() < RECOVERY_KILL_CHANCE:
             server = workload.start(impl, base, data_dir, *LOAD_FLAGS, wait=False)
-            time.sleep(rng.uniform(0.2, 1.2))
+            time.sleep(rng.uniform(0, restart_s))
             server.stop(signal.SIGKILL)
+        started = time.monotonic()
         server = workload.start(impl, base, data_dir, *LOAD_FLAGS)
         client = Client(server)
+        restart_s = time.monotonic() - started
         revision = client.revision()
         assert revision >= model.max_acked(), f"restart {round_ + 1}: revision {revision} < acknowledged"
         check_acked(client, model.acked[acked_before:])

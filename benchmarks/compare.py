@@ -58,6 +58,7 @@ _PUT = ("put", "--key-size=8", "--val-size=256", "--sequential-keys")
 # clients), plus watch fan-out and lease keep-alive.
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("put-1-1", ("--conns=1", "--clients=1", *_PUT), 10000),
+    Scenario("put-10-100", ("--conns=10", "--clients=100", *_PUT), 50000),
     Scenario("put-100-1000", ("--conns=100", "--clients=1000", *_PUT), 100000),
     Scenario("range-l-1-1", ("--conns=1", "--clients=1", "range", "foo", "--consistency=l"), 10000),
     Scenario("range-l-100-1000", ("--conns=100", "--clients=1000", "range", "foo", "--consistency=l"), 100000),

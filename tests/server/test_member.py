@@ -273,3 +273,60 @@ async def test_old_snapshot_files_are_purged(tmp_path, monkeypatch):
         assert len(list((data_dir / "member" / "snap").glob("*.snap"))) == 2
 
     await run_member(make_member(data_dir, "--snapshot-count", "5", "--max-snapshots", "2"), write)
+
+
+async def test_quota_raises_nospace_before_the_log_and_caps_writes(tmp_path):
+    from trietcd.server.errors import NoSpaceError
+
+    async def body(m):
+        index = m.raft_index
+        with pytest.raises(NoSpaceError):
+            await m.propose("put", put(b"a", b"1"))
+        # The alarm took the request's place in the log.
+        assert m.raft_index == index + 1
+        assert m.alarms.list() == [(m.id, rpc_pb2.NOSPACE)]
+        r = await m.propose("delete_range", rpc_pb2.DeleteRangeRequest(key=b"a"))
+        assert r.deleted == 0
+        # etcd 3.5.1 checks even a txn without puts (cost 0) against the quota before the log.
+        with pytest.raises(NoSpaceError):
+            await m.propose("txn", rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+                request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"a"))]))
+
+    await run_member(make_member(tmp_path / "d", "--quota-backend-bytes", "1"), body)
+
+
+async def test_nospace_alarm_caps_puts_at_apply(tmp_path):
+    from trietcd.server.errors import NoSpaceError
+
+    async def body(m):
+        await m.propose("alarm", rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=m.id,
+                                                      alarm=rpc_pb2.NOSPACE))
+        index = m.raft_index
+        with pytest.raises(NoSpaceError):
+            await m.propose("put", put(b"a", b"1"))
+        assert m.raft_index == index + 1  # in the log, refused when applied
+        assert m.store.current_revision == 1
+        # While capped, a txn without puts still applies.
+        await m.propose("txn", rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+            request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"a"))]))
+        assert m.raft_index == index + 2
+        await m.propose("alarm", rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=m.id,
+                                                      alarm=rpc_pb2.NOSPACE))
+        assert (await m.propose("put", put(b"a", b"1"))).header.revision == 2
+
+    await run_member(make_member(tmp_path / "d"), body)
+
+
+def test_quota_costs_are_etcds():
+    from trietcd.server.quota import Quota, cost
+
+    assert cost("put", put(b"k", b"vv")) == 256 + 3
+    txn = rpc_pb2.TxnRequest(
+        success=[rpc_pb2.RequestOp(request_put=put(b"a", b"1")), rpc_pb2.RequestOp(request_put=put(b"b", b"2"))],
+        failure=[rpc_pb2.RequestOp(request_put=put(b"c", b"x" * 100))])
+    assert cost("txn", txn) == max(2 * 258, 357)
+    assert cost("lease_grant", rpc_pb2.LeaseGrantRequest(TTL=5)) == 64
+    assert Quota(1000, lambda: 700).available("put", put(b"k", b"")) is True   # 700 + 257 < 1000
+    assert Quota(1000, lambda: 744).available("put", put(b"k", b"")) is False  # 1001
+    assert Quota(-1, lambda: 10**12).available("put", put(b"k", b"")) is True
+    assert Quota(0, lambda: 0).max_bytes == 2 * 1024**3

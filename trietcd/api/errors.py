@@ -133,6 +133,8 @@ _FROM_LAYER: dict[type[Exception], type[EtcdGrpcError]] = {
     server_errors.RequestTooLargeError: ErrGRPCRequestTooLarge,
     server_errors.RequestTimeoutError: ErrGRPCTimeout,
     server_errors.StoppedError: ErrGRPCStopped,
+    server_errors.NoSpaceError: ErrGRPCNoSpace,
+    server_errors.CorruptError: ErrGRPCCorrupt,
 }
 
 

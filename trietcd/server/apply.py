@@ -25,17 +25,28 @@ from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
 from proto.raftpb import raft_pb2
 from trietcd.backend import schema
 from trietcd.mvcc import MvccError
+from trietcd.server.errors import CorruptError, NoSpaceError
 from trietcd.server.membership import MemberInfo
+from trietcd.server.quota import QUOTA_FIELDS, txn_cost
 from trietcd.v2store import is_v2_request
 
-__all__ = ["EntryApplier", "CompactionResult", "UnsupportedEntryError"]
+__all__ = ["EntryApplier", "CompactionResult", "QuotaExceeded", "UnsupportedEntryError"]
 
 _ATTRIBUTES_PATH = re.compile(r"^/0/members/([0-9a-fA-F]{1,16})/attributes")
 _VERSION_PATH = "/0/version"
 
+# What a CORRUPT alarm refuses (alarm and auth requests still apply).
+_REFUSED_WHEN_CORRUPT = frozenset({"put", "range", "delete_range", "txn", "compaction", "lease_grant",
+                                   "lease_revoke"})
+
 # InternalRaftRequest fields that change nothing (reads, logins): nothing to apply here.
 _NO_EFFECT = frozenset({"range", "authenticate", "auth_status", "auth_user_get", "auth_role_get",
                         "auth_user_list", "auth_role_list"})
+
+
+class QuotaExceeded(NoSpaceError):
+    """A request applied although it did not fit the quota: its proposer gets ErrNoSpace once the member has
+    raised the NOSPACE alarm (etcd 3.5.1 does the same)."""
 
 
 class UnsupportedEntryError(Exception):
@@ -50,13 +61,14 @@ class CompactionResult:
 
 
 class EntryApplier:
-    def __init__(self, *, store, kv, backend, v2, membership, alarms, apply_conf_change, log) -> None:
+    def __init__(self, *, store, kv, backend, v2, membership, alarms, apply_conf_change, log, quota=None) -> None:
         self.store = store
         self.kv = kv  # mvcc Applier
         self.backend = backend
         self.v2 = v2
         self.membership = membership
         self.alarms = alarms
+        self.quota = quota
         self._apply_conf_change = apply_conf_change  # raft: ConfChange -> ConfState
         self.log = log
         self.consistent_index, _ = backend.consistent_index()
@@ -114,9 +126,25 @@ class EntryApplier:
         if kind is None:
             return None
         try:
-            return rid, self._apply_v3(kind, getattr(irr, kind))
+            return rid, self._apply_guarded(kind, getattr(irr, kind))
         except MvccError as exc:
             return rid, exc
+
+    def _apply_guarded(self, kind: str, r):
+        """etcd's appliers around the request: corrupt (refuses reads and writes), capped (refuses what
+        costs space while NOSPACE is raised), quota (applies, then answers ErrNoSpace when the request did
+        not fit; the member raises the alarm)."""
+        if kind in _REFUSED_WHEN_CORRUPT and self.alarms.has(rpc_pb2.CORRUPT):
+            return CorruptError()
+        if kind in QUOTA_FIELDS:
+            if self.alarms.has(rpc_pb2.NOSPACE) and (kind != "txn" or txn_cost(r) > 0):
+                return NoSpaceError()
+            fits = self.quota is None or self.quota.available(kind, r)
+            result = self._apply_v3(kind, r)
+            if not fits and not isinstance(result, BaseException):
+                return QuotaExceeded()
+            return result
+        return self._apply_v3(kind, r)
 
     def _apply_v3(self, kind: str, r):
         if kind == "put":

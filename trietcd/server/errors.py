@@ -1,7 +1,7 @@
 """Operating errors of the member layer; api/errors.py maps them to etcd's gRPC errors."""
 
 __all__ = ["ServerError", "RequestTooLargeError", "BootstrapError", "RequestTimeoutError", "StoppedError",
-           "ProposalDroppedError"]
+           "ProposalDroppedError", "NoSpaceError", "CorruptError"]
 
 
 class ServerError(Exception):
@@ -29,3 +29,11 @@ class ProposalDroppedError(ServerError):
 
     def __init__(self) -> None:
         super().__init__("raft proposal dropped")
+
+
+class NoSpaceError(ServerError):
+    """The backend quota is exhausted, or a NOSPACE alarm is active (etcd's ErrNoSpace)."""
+
+
+class CorruptError(ServerError):
+    """A CORRUPT alarm is active (etcd's ErrCorrupt)."""

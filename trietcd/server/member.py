@@ -49,10 +49,12 @@ from trietcd.raft import errors as raft_errors
 from trietcd.raft.raft import Config as RaftConfig, StateType
 from trietcd.raft.rawnode import RawNode
 from trietcd.server.alarms import AlarmStore
-from trietcd.server.apply import CompactionResult, EntryApplier
+from trietcd.server.apply import CompactionResult, EntryApplier, QuotaExceeded
 from trietcd.server.disk import open_disk
-from trietcd.server.errors import (ProposalDroppedError, RequestTimeoutError, RequestTooLargeError, StoppedError)
+from trietcd.server.errors import (NoSpaceError, ProposalDroppedError, RequestTimeoutError, RequestTooLargeError,
+                                   StoppedError)
 from trietcd.server.membership import Membership, verify_bootstrap
+from trietcd.server.quota import QUOTA_FIELDS, Quota
 from trietcd.server.reqid import IdGenerator
 from trietcd.v2store import cluster_version_request, publish_request
 from trietcd.wal import segment as walseg
@@ -153,6 +155,7 @@ class Member:
         disk = self.disk
         self.backend = disk.backend
         self.membership = Membership(cluster_id=disk.cluster_id, local_id=disk.member_id, members={})
+        self.quota = Quota(config.quota_backend_bytes, self.backend.size_bytes)
         try:
             self.store = KVStore.open(self.backend)
             self.alarms = AlarmStore.load(self.backend)
@@ -165,6 +168,7 @@ class Member:
                 alarms=self.alarms,
                 apply_conf_change=self._apply_conf_change,
                 log=self.log,
+                quota=self.quota,
             )
         except BaseException:
             disk.close()
@@ -281,12 +285,29 @@ class Member:
         data = _internal_request(field, request, rid)
         if len(data) > self.config.max_request_bytes:
             raise RequestTooLargeError()
+        if field in QUOTA_FIELDS and not self.quota.available(field, request):
+            # etcd's quota check before the log: the alarm is proposed instead of the request.
+            await self._raise_nospace()
+            raise NoSpaceError()
         result = await self._propose_and_wait(rid, data)
         if isinstance(result, _CompactionWait):
             if result.physical:
                 await result.compaction_done.wait()
             return result.response
         return result
+
+    async def _raise_nospace(self) -> None:
+        alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.id, alarm=rpc_pb2.NOSPACE)
+        rid = self._ids.next()
+        await self._propose_and_wait(rid, _internal_request("alarm", alarm, rid))
+
+    async def _finish_after_nospace(self, rid: int, result) -> None:
+        self.log.warn("message exceeded backend quota; raising alarm", caller="etcdserver/server.go",
+                      **{"quota-size-bytes": self.config.quota_backend_bytes})
+        try:
+            await self._raise_nospace()
+        finally:
+            self._finish(rid, result)
 
     async def _propose_and_wait(self, rid: int, data: bytes):
         if self._stopping:
@@ -388,6 +409,7 @@ class Member:
             with trio.CancelScope() as member_scope:
                 self._member_scope = member_scope
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
                     apply_send, apply_recv = trio.open_memory_channel(16)
                     nursery.start_soon(self._ticker)
                     nursery.start_soon(self._raft_loop, apply_send)
@@ -557,6 +579,9 @@ class Member:
                 done = trio.Event()
                 self._compactions_send.send_nowait((result.compaction, done))
                 result = _CompactionWait(result.response, result.physical, done)
+            elif isinstance(result, QuotaExceeded) and not self.alarms.has(rpc_pb2.NOSPACE):
+                self._nursery.start_soon(self._finish_after_nospace, rid, result)
+                continue
             self._finish(rid, result)
         self._wake_applied()
         self._pulse()

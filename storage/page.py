@@ -13,9 +13,10 @@ Rules of this module:
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
-from itertools import accumulate
-from operator import add, lt, sub
+import sys
+from array import array
+from itertools import accumulate, repeat
+from operator import add, lshift, lt, or_, sub
 
 PAGE_HEADER_SIZE = 16
 ELEMENT_SIZE = 16  # branch and leaf element headers are both 16 bytes
@@ -35,6 +36,8 @@ COUNT_MAX = 0xFFFF  # element counts must stay below this (16-bit field)
 NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 
 _header = struct.Struct("<QHHI")
+_BIG_ENDIAN = sys.byteorder != "little"  # element tables are filled as native u32 columns, then swapped if needed
+assert array("I").itemsize == 4
 _bucket_header = struct.Struct("<QQ")
 
 
@@ -155,6 +158,8 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
     """Decode a branch or leaf page image (header included). `buf` may hold more than the page."""
     if len(buf) < PAGE_HEADER_SIZE:
         raise CorruptError(f"truncated: {len(buf)} bytes for a page header", pgid)
+    if type(buf) is not bytes:
+        buf = bytes(buf)  # slices of it become the keys and values
     _, flags, count, overflow = _header.unpack_from(buf, 0)
     if not flags & allow_types or flags not in PAGE_TYPES:
         raise CorruptError(f"flags {flags:#x} where a branch or leaf page was expected", pgid)
@@ -162,39 +167,37 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
     table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
     if table_end > end:
         raise CorruptError(f"{count} elements do not fit in {end} bytes", pgid)
-    fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
-    keys = [None] * count
     if flags == LEAF:
-        vals = [None] * count
-        eflags = list(fields[0::4])
-        at = PAGE_HEADER_SIZE
-        j = 0
-        for i in range(count):
-            start = at + fields[j + 1]
-            kend = start + fields[j + 2]
-            vend = kend + fields[j + 3]
-            if vend > end or kend == start:
-                raise CorruptError(f"leaf element {i} out of bounds or with an empty key", pgid)
-            keys[i] = bytes(buf[start:kend])
-            vals[i] = bytes(buf[kend:vend])
-            at += ELEMENT_SIZE
-            j += 4
+        if not count:
+            return Page(pgid, True, [], [], [], overflow)
+        fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
+        klens = fields[2::4]
+        # Every element's key starts `pos` bytes after its own header; the value follows the key.
+        starts = list(map(add, fields[1::4], range(PAGE_HEADER_SIZE, table_end, ELEMENT_SIZE)))
+        kends = list(map(add, starts, klens))
+        vends = list(map(add, kends, fields[3::4]))
+        if max(vends) > end or not min(klens):
+            i = next(i for i in range(count) if vends[i] > end or not klens[i])
+            raise CorruptError(f"leaf element {i} out of bounds or with an empty key", pgid)
+        keys = [buf[a:b] for a, b in zip(starts, kends)]
+        vals = [buf[a:b] for a, b in zip(kends, vends)]
         _check_sorted(keys, pgid)
-        return Page(pgid, True, keys, vals, eflags, overflow)
-    vals = [0] * count
-    at = PAGE_HEADER_SIZE
-    j = 0
-    for i in range(count):
-        start = at + fields[j]
-        kend = start + fields[j + 1]
-        if kend > end or kend == start:
-            raise CorruptError(f"branch element {i} out of bounds or with an empty key", pgid)
-        keys[i] = bytes(buf[start:kend])
-        vals[i] = fields[j + 2] | (fields[j + 3] << 32)
-        at += ELEMENT_SIZE
-        j += 4
+        return Page(pgid, True, keys, vals, list(fields[0::4]), overflow)
     if not count:
         raise CorruptError("empty branch page", pgid)
+    fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
+    klens = fields[1::4]
+    starts = list(map(add, fields[0::4], range(PAGE_HEADER_SIZE, table_end, ELEMENT_SIZE)))
+    kends = list(map(add, starts, klens))
+    if max(kends) > end or not min(klens):
+        i = next(i for i in range(count) if kends[i] > end or not klens[i])
+        raise CorruptError(f"branch element {i} out of bounds or with an empty key", pgid)
+    keys = [buf[a:b] for a, b in zip(starts, kends)]
+    highs = fields[3::4]
+    if any(highs):
+        vals = list(map(or_, fields[2::4], map(lshift, highs, repeat(32, count))))
+    else:
+        vals = list(fields[2::4])
     _check_sorted(keys, pgid)
     return Page(pgid, False, keys, vals, None, overflow)
 
@@ -222,62 +225,64 @@ def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytearray:
     assert count < COUNT_MAX, count
     klens = list(map(len, keys))
     vlens = list(map(len, vals))
-    fields = [0] * (4 * count)
-    fields[0::4] = flags
-    fields[1::4] = _key_offsets(count, map(add, klens, vlens))
-    fields[2::4] = klens
-    fields[3::4] = vlens
     blobs = [None] * (2 * count)
     blobs[0::2] = keys
     blobs[1::2] = vals
-    return _assemble(pgid, LEAF, count, fields, blobs, page_size)
+    data = b"".join(blobs)
+    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
+    size = table_end + len(data)
+    npages = (size + page_size - 1) // page_size if page_size else 1
+    buf = bytearray(npages * page_size if page_size else size)
+    _header.pack_into(buf, 0, pgid, LEAF, count, npages - 1)
+    if count:
+        # The element table as u32 fields (flags, pos, ksize, vsize), filled a column at a time.
+        table = memoryview(buf)[PAGE_HEADER_SIZE:table_end].cast("I")
+        if any(flags):
+            table[0::4] = array("I", flags)
+        table[1::4] = _key_offsets(count, map(add, klens, vlens))
+        table[2::4] = array("I", klens)
+        table[3::4] = array("I", vlens)
+        if _BIG_ENDIAN:
+            _swap_table(buf, table_end)
+    buf[table_end:size] = data
+    return buf
 
 
 def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
     count = len(keys)
-    assert count < COUNT_MAX, count
-    assert min(children, default=2) > 1, children
-    # A branch element is (pos u32, ksize u32, pgid u64): three fields, packed by a per-count struct.
-    fields = [0] * (3 * count)
-    fields[0::3] = _key_offsets(count, map(len, keys))
-    fields[1::3] = map(len, keys)
-    fields[2::3] = children
+    assert 0 < count < COUNT_MAX, count
+    assert min(children) > 1, children
+    klens = list(map(len, keys))
     data = b"".join(keys)
     table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
     size = table_end + len(data)
     npages = (size + page_size - 1) // page_size if page_size else 1
     buf = bytearray(npages * page_size if page_size else size)
     _header.pack_into(buf, 0, pgid, BRANCH, count, npages - 1)
-    _branch_table(count).pack_into(buf, PAGE_HEADER_SIZE, *fields)
+    # A branch element is (pos u32, ksize u32, pgid u64): four u32 columns, the pgid's high half usually 0.
+    table = memoryview(buf)[PAGE_HEADER_SIZE:table_end].cast("I")
+    table[0::4] = _key_offsets(count, klens)
+    table[1::4] = array("I", klens)
+    if max(children) >> 32:
+        table[2::4] = array("I", [c & 0xFFFFFFFF for c in children])
+        table[3::4] = array("I", [c >> 32 for c in children])
+    else:
+        table[2::4] = array("I", children)
+    if _BIG_ENDIAN:
+        _swap_table(buf, table_end)
     buf[table_end:size] = data
     return buf
 
 
-@lru_cache(maxsize=512)
-def _branch_table(count: int) -> struct.Struct:
-    return struct.Struct("<" + "IIQ" * count)
-
-
-def _key_offsets(count: int, element_bytes):
+def _key_offsets(count: int, element_bytes) -> array:
     """Each element's key offset from its own 16-byte header, given the key+value bytes of every element."""
-    # Element i's data starts after all count headers and the data of elements 0..i-1; its header is 16*i in.
-    sizes = element_bytes if type(element_bytes) is list else list(element_bytes)
-    if sizes and min(sizes) == max(sizes):  # common (fixed-size keys): an arithmetic run, no sums
-        step = sizes[0] - ELEMENT_SIZE
-        return range(ELEMENT_SIZE * count, ELEMENT_SIZE * count + step * count, step) if step else \
-            [ELEMENT_SIZE * count] * count
-    starts = accumulate(sizes, initial=ELEMENT_SIZE * count)
-    return list(map(sub, starts, range(0, ELEMENT_SIZE * count, ELEMENT_SIZE)))
+    # Element 0's data starts right after the count headers; each next element's header is 16 bytes further on
+    # and its data `element_bytes` further on, so its offset grows by (element bytes - 16).
+    return array("I", accumulate(map(sub, element_bytes, repeat(ELEMENT_SIZE, count - 1)),
+                                 initial=ELEMENT_SIZE * count))
 
 
-def _assemble(pgid, flags, count, fields, blobs, page_size) -> bytearray:
-    # One buffer of the final size: header, element table and data are packed into it in place.
-    data = b"".join(blobs)
-    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
-    size = table_end + len(data)
-    npages = (size + page_size - 1) // page_size if page_size else 1
-    buf = bytearray(npages * page_size if page_size else size)
-    _header.pack_into(buf, 0, pgid, flags, count, npages - 1)
-    struct.pack_into(f"<{len(fields)}I", buf, PAGE_HEADER_SIZE, *fields)
-    buf[table_end:size] = data
-    return buf
+def _swap_table(buf: bytearray, table_end: int) -> None:
+    table = array("I", bytes(buf[PAGE_HEADER_SIZE:table_end]))
+    table.byteswap()
+    buf[PAGE_HEADER_SIZE:table_end] = table.tobytes()

@@ -8,8 +8,8 @@
    `storage/` knows nothing of etcd or trietcd. `trietcd/wire/` serves any
    gRPC service, so from trietcd it imports only itself, the package metadata
    (`import trietcd`) and the utilities, and nothing from `proto/`.
-   `trietcd/log.py` and `trietcd/metrics.py` are utilities any trietcd layer
-   may import; they import no layer themselves.
+   `trietcd/log.py`, `trietcd/metrics.py` and `trietcd/gojson.py` are
+   utilities any trietcd layer may import; they import no layer themselves.
 2. The sans-IO cores listed in CORES never touch trio, the clock, global
    randomness, sockets or files, never await, and import only other cores.
 3. Every package's `__init__.py` defines `__all__`, and every name in it exists.
@@ -47,7 +47,9 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (10, ("trietcd.tools",)),
 )
 METADATA = "trietcd"  # trietcd/__init__.py: version strings only
-UTILITIES = ("trietcd.log", "trietcd.metrics")
+UTILITIES = ("trietcd.log", "trietcd.metrics", "trietcd.gojson")
+# Utilities that are sans-IO themselves, so cores may import them too.
+PURE_UTILITIES = ("trietcd.gojson",)
 
 # Sans-IO cores (DESIGN.md "Layers", STYLE.md "Layout": the modules left of
 # the `|`). Globs are relative to ROOT; entries that match nothing yet are
@@ -239,7 +241,7 @@ def core_violations(name: str, tree: ast.AST, imports: list[Import]) -> list[str
 def pure_target(target: str, seen: frozenset[str] = frozenset()) -> bool:
     """A core may import other cores, the package metadata, the generated
     protobuf modules, and package `__init__`s that import only such things."""
-    if target in CORE_MODULES or target == METADATA:
+    if target in CORE_MODULES or target == METADATA or target in PURE_UTILITIES:
         return True
     if top_level(target) == "proto":
         return target != "proto.gen"
@@ -289,6 +291,14 @@ def test_core_is_sans_io(name):
     tree = parse(path)
     problems = core_violations(name, tree, imports_of(name, path, tree))
     assert not problems, f"{rel(path)} is a sans-IO core but:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", PURE_UTILITIES)
+def test_pure_utility_is_sans_io(name):
+    path = SOURCES[name]
+    tree = parse(path)
+    problems = core_violations(name, tree, imports_of(name, path, tree))
+    assert not problems, f"{rel(path)} is a pure utility but:\n" + "\n".join(problems)
 
 
 def _packages() -> list[Path]:

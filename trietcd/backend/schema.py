@@ -10,6 +10,7 @@ import json
 
 from proto.etcdserverpb import rpc_pb2
 from proto.raftpb import raft_pb2
+from trietcd.gojson import go_string
 
 KEY = b"key"
 META = b"meta"
@@ -61,33 +62,6 @@ def decode_u64(b: bytes) -> int:
 # ---- JSON as Go's encoding/json writes it -------------------------------------------
 
 
-def go_json_string(s: str) -> str:
-    """A JSON string literal byte-equal to Go's `encoding/json` (Go 1.16, HTML escaping on).
-
-    Go escapes `"`, `\\`, \\n, \\r, \\t with a backslash, other control characters and `<`, `>`, `&`,
-    U+2028, U+2029 as `\\u00xx`; everything else, non-ASCII included, is written as UTF-8.
-    """
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif o < 0x20 or ch in "<>&" or o in (0x2028, 0x2029):
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def _json_u64_list(ids) -> str:
     return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
@@ -123,13 +97,13 @@ def parse_conf_state_json(b: bytes) -> raft_pb2.ConfState:
 def member_json(id: int, peer_urls, name: str = "", client_urls=(), is_learner: bool = False) -> bytes:
     """The `members` bucket value (backend-schema §7.1): Go field order, omitempty where etcd has it."""
     assert 0 <= id <= U64_MAX, id
-    parts = [f'"id":{id}', '"peerURLs":[' + ",".join(go_json_string(u) for u in peer_urls) + "]"]
+    parts = [f'"id":{id}', '"peerURLs":[' + ",".join(go_string(u) for u in peer_urls) + "]"]
     if is_learner:
         parts.append('"isLearner":true')
     if name:
-        parts.append('"name":' + go_json_string(name))
+        parts.append('"name":' + go_string(name))
     if client_urls:
-        parts.append('"clientURLs":[' + ",".join(go_json_string(u) for u in client_urls) + "]")
+        parts.append('"clientURLs":[' + ",".join(go_string(u) for u in client_urls) + "]")
     return ("{" + ",".join(parts) + "}").encode()
 
 

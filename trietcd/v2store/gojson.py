@@ -1,9 +1,6 @@
 """The pieces of Go's `encoding/json` (Go 1.16, as etcd 3.5.1 is built) that the v2 store needs.
 
-Strings are escaped like `json.Marshal` with HTML escaping on: `"` and `\\` get a backslash,
-`\\n \\r \\t` their short forms, every other control byte `\\u00xx` (lowercase hex; Go 1.16 has no
-`\\b`/`\\f` short forms), `<`, `>` and `&` become `\\u003c`, `\\u003e`, `\\u0026`, and U+2028/U+2029
-are escaped. Text that is not valid UTF-8 (here: lone surrogates) becomes `\\ufffd`.
+Strings are escaped as `trietcd.gojson` does (Go's `json.Marshal`, HTML escaping on).
 
 `time.Time` values are written as RFC 3339 with nanoseconds, trailing zeros of the fraction
 dropped, `Z` for a zero offset; a `GoTime` keeps the instant and the offset it was written with,
@@ -15,6 +12,8 @@ from __future__ import annotations
 import re
 
 import attrs
+
+from trietcd.gojson import go_string, go_string_list
 
 __all__ = [
     "ZERO_TIME_TEXT",
@@ -30,33 +29,6 @@ ZERO_TIME_TEXT = "0001-01-01T00:00:00Z"  # Go's zero time.Time (a permanent node
 
 _NS_PER_S = 1_000_000_000
 _SECONDS_PER_DAY = 86_400
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-            "<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
-            "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_NEEDS_ESCAPE = re.compile('["\\\\<>&\u2028\u2029\x00-\x1f\ud800-\udfff]')
-
-
-def _escape_one(m: re.Match) -> str:
-    c = m.group(0)
-    short = _ESCAPES.get(c)
-    if short is not None:
-        return short
-    if "\ud800" <= c <= "\udfff":
-        return "\\ufffd"
-    return f"\\u00{ord(c):02x}"
-
-
-def go_string(s: str) -> str:
-    """`s` as a JSON string literal, quotes included, exactly as Go writes it."""
-    return '"' + _NEEDS_ESCAPE.sub(_escape_one, s) + '"'
-
-
-def go_string_list(items) -> str:
-    """A Go `[]string`: `null` when nil (None), else an array."""
-    if items is None:
-        return "null"
-    return "[" + ",".join(go_string(s) for s in items) + "]"
 
 
 @attrs.frozen

@@ -130,6 +130,18 @@ class BackendKeyBucket:
         )
         return [bytes_to_revision(k) for k, _ in rows]
 
+    def rows(self, start: Revision, upto_main: int, limit: int) -> list[tuple[Revision, KeyValue, bool]]:
+        """Up to limit (rev, row, is_tombstone) with start <= rev and main <= upto_main, in order
+        (a tombstone's row carries only the key)."""
+        found = self.backend.range(
+            KEY_BUCKET, revision_to_bytes(start), revision_to_bytes(Revision(upto_main + 1, 0)), limit
+        )
+        out = []
+        for k, v in found:
+            rev, tombstone = bytes_to_revision(k)
+            out.append((rev, decode_kv(v), tombstone))
+        return out
+
     def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         """(row key, row value) bytes in key order."""
         return self.backend.items(KEY_BUCKET)

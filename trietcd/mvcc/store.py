@@ -81,6 +81,9 @@ class KeyBucket(Protocol):
     def scan(self, start: Revision, upto_main: int, limit: int) -> list[tuple[Revision, bool]]:
         """Up to limit (rev, is_tombstone) of rows with start <= rev and main <= upto_main."""
         ...
+    def rows(self, start: Revision, upto_main: int, limit: int) -> list[tuple[Revision, KeyValue, bool]]:
+        """Up to limit (rev, row, is_tombstone) with start <= rev and main <= upto_main, in order."""
+        ...
     def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every row as etcd stores it (revision bytes, KeyValue bytes), in order."""
         ...
@@ -137,6 +140,10 @@ class MemoryKeyBucket:
             if row is not None:
                 out.append((rev, row[1]))
         return out
+
+    def rows(self, start: Revision, upto_main: int, limit: int) -> list[tuple[Revision, KeyValue, bool]]:
+        rows = self._rows
+        return [(rev, *rows[rev]) for rev, _ in self.scan(start, upto_main, limit)]
 
     def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         for rev, kv, tombstone in self.items():

@@ -22,6 +22,7 @@ def build_registry(server) -> Registry:
     from trietcd.api.cluster import ClusterService
     from trietcd.api.kv import KVService
     from trietcd.api.maintenance import MaintenanceService
+    from trietcd.api.watch import WatchService
 
     kv = KVService(
         server.store,
@@ -33,7 +34,9 @@ def build_registry(server) -> Registry:
     )
     services = {
         "KV": kv.handlers(),
-        "Watch": {},
+        "Watch": WatchService(
+            server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes
+        ).handlers(),
         "Lease": {},
         "Cluster": ClusterService(server).handlers(),
         "Maintenance": MaintenanceService(server).handlers(),

@@ -56,6 +56,7 @@ from trietcd.server.errors import (NoSpaceError, ProposalDroppedError, RequestTi
 from trietcd.server.membership import Membership, verify_bootstrap
 from trietcd.server.quota import QUOTA_FIELDS, Quota
 from trietcd.server.reqid import IdGenerator
+from trietcd.server.watch import WatchHub
 from trietcd.v2store import cluster_version_request, publish_request
 from trietcd.wal import segment as walseg
 
@@ -158,6 +159,7 @@ class Member:
         self.quota = Quota(config.quota_backend_bytes, self.backend.size_bytes)
         try:
             self.store = KVStore.open(self.backend)
+            self.watch_hub = WatchHub(self.store, progress_interval_s=config.experimental_watch_progress_notify_interval)
             self.alarms = AlarmStore.load(self.backend)
             self._applier = EntryApplier(
                 store=self.store,
@@ -419,6 +421,7 @@ class Member:
                     nursery.start_soon(self._purger)
                     nursery.start_soon(self._publisher)
                     nursery.start_soon(self._sweeper)
+                    nursery.start_soon(self.watch_hub.run)
                     if self.store.pending_compaction is not None:
                         self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
                     await self._ready.wait()

@@ -282,7 +282,6 @@ def watch_transcript(side: Side) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=True, reason="the Watch service is not built yet; strict, so it fails once it is")
 def test_watch(pair):
     expected, got = [watch_transcript(side) for side in pair]
     assert "created: true" in expected

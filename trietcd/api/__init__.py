@@ -21,6 +21,7 @@ __all__ = ["build_registry"]
 def build_registry(server) -> Registry:
     from trietcd.api.cluster import ClusterService
     from trietcd.api.kv import KVService
+    from trietcd.api.lease import LeaseService
     from trietcd.api.maintenance import MaintenanceService
     from trietcd.api.watch import WatchService
 
@@ -37,7 +38,7 @@ def build_registry(server) -> Registry:
         "Watch": WatchService(
             server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes
         ).handlers(),
-        "Lease": {},
+        "Lease": LeaseService(server).handlers(),
         "Cluster": ClusterService(server).handlers(),
         "Maintenance": MaintenanceService(server).handlers(),
         "Auth": {},

@@ -24,6 +24,7 @@ from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
 from proto.raftpb import raft_pb2
 from trietcd.backend import schema
+from trietcd.lease import LeaseError
 from trietcd.mvcc import MvccError
 from trietcd.server.errors import CorruptError, NoSpaceError
 from trietcd.server.membership import MemberInfo
@@ -38,6 +39,7 @@ _VERSION_PATH = "/0/version"
 # What a CORRUPT alarm refuses (alarm and auth requests still apply).
 _REFUSED_WHEN_CORRUPT = frozenset({"put", "range", "delete_range", "txn", "compaction", "lease_grant",
                                    "lease_revoke"})
+_LEASE_KINDS = frozenset({"lease_grant", "lease_revoke", "lease_checkpoint"})
 
 # InternalRaftRequest fields that change nothing (reads, logins): nothing to apply here.
 _NO_EFFECT = frozenset({"range", "authenticate", "auth_status", "auth_user_get", "auth_role_get",
@@ -61,8 +63,11 @@ class CompactionResult:
 
 
 class EntryApplier:
-    def __init__(self, *, store, kv, backend, v2, membership, alarms, apply_conf_change, log, quota=None) -> None:
+    def __init__(self, *, store, kv, backend, v2, membership, alarms, apply_conf_change, log, quota=None,
+                 lessor=None, lease_now=None) -> None:
         self.store = store
+        self.lessor = lessor  # trietcd.lease.Lessor; lease entries need one
+        self._lease_now = lease_now  # the lessor's clock: () -> seconds
         self.kv = kv  # mvcc Applier
         self.backend = backend
         self.v2 = v2
@@ -127,7 +132,7 @@ class EntryApplier:
             return None
         try:
             return rid, self._apply_guarded(kind, getattr(irr, kind))
-        except MvccError as exc:
+        except (MvccError, LeaseError) as exc:
             return rid, exc
 
     def _apply_guarded(self, kind: str, r):
@@ -158,6 +163,8 @@ class EntryApplier:
             return CompactionResult(resp, compaction, r.physical)
         if kind == "alarm":
             return self._apply_alarm(r)
+        if kind in _LEASE_KINDS and self.lessor is not None:
+            return self._apply_lease(kind, r)
         if kind in _NO_EFFECT:
             return None
         if kind not in self.unsupported_seen:
@@ -165,6 +172,24 @@ class EntryApplier:
             self.log.warn("applying an entry kind this member does not support yet; its effects are lost",
                           caller="etcdserver/apply.go", kind=kind)
         return UnsupportedEntryError(kind)
+
+    def _apply_lease(self, kind: str, r):
+        # Responses carry the revision after the entry (etcd's newHeader); a revoke deletes the lease's keys
+        # and its row in one mvcc write transaction (Lessor.revoke).
+        lessor = self.lessor
+        if kind == "lease_grant":
+            lease = lessor.grant(r.ID, r.TTL, self._lease_now())
+            resp = rpc_pb2.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+        elif kind == "lease_revoke":
+            lessor.revoke(r.ID)
+            resp = rpc_pb2.LeaseRevokeResponse()
+        else:
+            now = self._lease_now()
+            for cp in r.checkpoints:
+                lessor.checkpoint(cp.ID, cp.remaining_TTL, now)
+            resp = rpc_pb2.LeaseCheckpointResponse()
+        resp.header.revision = self.store.current_revision
+        return resp
 
     def _apply_alarm(self, r: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         if r.action == rpc_pb2.AlarmRequest.ACTIVATE:

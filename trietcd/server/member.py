@@ -55,6 +55,7 @@ from trietcd.server.errors import (NoSpaceError, ProposalDroppedError, RequestTi
                                    StoppedError)
 from trietcd.server.membership import Membership, verify_bootstrap
 from trietcd.server.quota import QUOTA_FIELDS, Quota
+from trietcd.server.lessor import LeaseKeeper, new_lessor
 from trietcd.server.reqid import IdGenerator
 from trietcd.server.watch import WatchHub
 from trietcd.v2store import cluster_version_request, publish_request
@@ -159,11 +160,13 @@ class Member:
         self.quota = Quota(config.quota_backend_bytes, self.backend.size_bytes)
         try:
             self.store = KVStore.open(self.backend)
+            self.lessor = new_lessor(config, backend=self.backend, store=self.store)
+            self.lessor.recover()  # leases from the lease bucket, their keys from the live KVs
             self.watch_hub = WatchHub(self.store, progress_interval_s=config.experimental_watch_progress_notify_interval)
             self.alarms = AlarmStore.load(self.backend)
             self._applier = EntryApplier(
                 store=self.store,
-                kv=Applier(self.store),
+                kv=Applier(self.store, self.lessor.exists),
                 backend=self.backend,
                 v2=disk.v2,
                 membership=self.membership,
@@ -171,7 +174,10 @@ class Member:
                 apply_conf_change=self._apply_conf_change,
                 log=self.log,
                 quota=self.quota,
+                lessor=self.lessor,
+                lease_now=trio.current_time,
             )
+            self.leases = LeaseKeeper(self, self.lessor)
         except BaseException:
             disk.close()
             raise
@@ -421,6 +427,7 @@ class Member:
                     nursery.start_soon(self._purger)
                     nursery.start_soon(self._publisher)
                     nursery.start_soon(self._sweeper)
+                    nursery.start_soon(self.leases.run)
                     nursery.start_soon(self.watch_hub.run)
                     if self.store.pending_compaction is not None:
                         self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
@@ -556,6 +563,7 @@ class Member:
                               **{"local-member-id": f"{self.id:x}", "leader": f"{ss.lead:x}",
                                  "term": self.node.raft.term})
             self.leader_id = ss.lead
+            self.leases.on_leader_change(ss.lead == self.id)
             self._pulse()
 
     def _apply_conf_change(self, cc):
@@ -577,6 +585,7 @@ class Member:
         last = entries[-1]
         self.applied_index = last.Index
         self._applied_term = last.Term
+        self.leases.after_apply()  # promotes the lessor once a new leader applied its first entry
         for rid, result in results:
             if isinstance(result, CompactionResult):
                 done = trio.Event()

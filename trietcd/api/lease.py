@@ -1,0 +1,85 @@
+"""The etcdserverpb.Lease service (etcd 3.5.1 `etcdserver/api/v3rpc/lease.go`, `v3_server.go` Lease*).
+
+- LeaseGrant with ID 0 gets its ID at proposal time (the member's `leases.grant`); the response carries
+  the revision at which the grant applied.
+- LeaseKeepAlive serves one request at a time per stream, for any number of leases. Each response's header
+  is taken before the renewal (so a keep-alive answered at revision r renewed a lease that was alive at r);
+  an unknown or revoked lease is answered with TTL 0; the stream ends when the client half-closes.
+- LeaseTimeToLive of an unknown lease answers TTL -1 (not an error), as etcd does.
+"""
+
+from __future__ import annotations
+
+from proto.etcdserverpb import rpc_pb2
+from trietcd import lease
+from trietcd.api import errors
+from trietcd.server.errors import ServerError
+
+__all__ = ["LeaseService"]
+
+errors.register(lease.LeaseNotFoundError, errors.ErrGRPCLeaseNotFound)
+errors.register(lease.LeaseExistsError, errors.ErrGRPCLeaseExist)
+errors.register(lease.LeaseTTLTooLargeError, errors.ErrGRPCLeaseTTLTooLarge)
+errors.register(lease.NotPrimaryError, errors.ErrGRPCNotLeader)
+
+_FAILURES = (ServerError, lease.LeaseError)
+
+
+class LeaseService:
+    """`server` gives: `leases` (trietcd/server/lessor.py LeaseKeeper), `header(revision=None)` and `store`."""
+
+    def __init__(self, server) -> None:
+        self._server = server
+        self._leases = server.leases
+
+    def handlers(self) -> dict:
+        return {
+            "LeaseGrant": self.LeaseGrant,
+            "LeaseRevoke": self.LeaseRevoke,
+            "LeaseKeepAlive": self.LeaseKeepAlive,
+            "LeaseTimeToLive": self.LeaseTimeToLive,
+            "LeaseLeases": self.LeaseLeases,
+        }
+
+    async def LeaseGrant(self, request: rpc_pb2.LeaseGrantRequest, call) -> rpc_pb2.LeaseGrantResponse:
+        try:
+            resp = await self._leases.grant(request)
+        except _FAILURES as exc:
+            raise errors.to_grpc_error(exc) from None
+        return self._filled(resp)
+
+    async def LeaseRevoke(self, request: rpc_pb2.LeaseRevokeRequest, call) -> rpc_pb2.LeaseRevokeResponse:
+        try:
+            resp = await self._leases.revoke(request.ID)
+        except _FAILURES as exc:
+            raise errors.to_grpc_error(exc) from None
+        return self._filled(resp)
+
+    async def LeaseKeepAlive(self, call) -> None:
+        async for req in call.requests():
+            # The header first: its revision is at most the one at which the lease was renewed.
+            resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, header=self._server.header())
+            try:
+                resp.TTL = await self._leases.renew(req.ID)
+            except lease.LeaseNotFoundError:
+                resp.TTL = 0
+            except _FAILURES as exc:
+                raise errors.to_grpc_error(exc) from None
+            await call.send(resp)
+
+    async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest, call) -> rpc_pb2.LeaseTimeToLiveResponse:
+        try:
+            resp = await self._leases.time_to_live(request.ID, request.keys)
+        except lease.LeaseNotFoundError:
+            resp = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
+        except _FAILURES as exc:
+            raise errors.to_grpc_error(exc) from None
+        return self._filled(resp)
+
+    async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest, call) -> rpc_pb2.LeaseLeasesResponse:
+        return self._filled(self._leases.leases())
+
+    def _filled(self, resp):
+        # etcd's header.fill: the response's revision if it has one, else the current one.
+        resp.header.CopyFrom(self._server.header(resp.header.revision or None))
+        return resp

@@ -67,6 +67,8 @@ CORES: tuple[str, ...] = (
     "trietcd/mvcc/*.py",
     "trietcd/backend/schema.py", "trietcd/backend/batch.py",
     "trietcd/v2store/*.py",
+    # leases (trietcd/server/lessor.py is the shell)
+    "trietcd/lease/*.py",
     # member: the pure parts (member.py and the loops are the shell)
     "trietcd/server/membership.py", "trietcd/server/alarms.py", "trietcd/server/errors.py",
     # transport (wire/conn.py, listener.py, tls.py are the shell)

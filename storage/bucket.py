@@ -134,9 +134,23 @@ class Bucket:
         return None
 
     def _get_from_pages(self, key: bytes) -> bytes | None:
-        """`get` when nothing of this bucket is shadowed by nodes: the same walk and checks, inlined."""
-        page = self.tx.page
-        view = page(self.root)
+        """`get` when nothing of this bucket is shadowed by nodes: the same walk and checks, inlined, with cached
+        pages taken straight from the database's cache (after the checks `Tx.page` makes)."""
+        tx = self.tx
+        db = tx.db
+        cache = db._cache
+        end = tx.meta.pgid
+        pgid = self.root
+        hits = 0
+        view = cache.get(pgid)
+        if view is None or not 2 <= pgid < end - view.overflow:
+            view = tx.page(pgid)
+        else:
+            hits += 1
+            try:
+                cache.move_to_end(pgid)
+            except KeyError:
+                pass
         depth = 0
         while not view.is_leaf:
             keys = view.keys
@@ -145,13 +159,24 @@ class Bucket:
             i = bisect_right(keys, key) - 1
             if i < 0:
                 i = 0
-            view = page(view.vals[i])
+            pgid = view.vals[i]
+            view = cache.get(pgid)
+            if view is None or not 2 <= pgid < end - view.overflow:
+                view = tx.page(pgid)
+            else:
+                hits += 1
+                try:
+                    cache.move_to_end(pgid)
+                except KeyError:
+                    pass
             ckeys = view.keys
             if ckeys and ((i and ckeys[0] < keys[i]) or (i + 1 < len(keys) and ckeys[-1] >= keys[i + 1])):
                 check_child_bounds(keys, i, view)  # raises, naming the page
             depth += 1
             if depth > DEPTH_MAX:
                 raise CorruptError("tree deeper than 64 levels (page reference cycle?)", view.pgid)
+        if hits:
+            db._stats["cache_hit_n"] += hits
         keys = view.keys
         i = bisect_left(keys, key)
         if i < len(keys) and keys[i] == key and not view.flags[i] & BUCKET_LEAF_FLAG:
@@ -308,6 +333,18 @@ class Bucket:
             self.node(self.root, None)
 
     # ---- commit: rebalance, spill, free ----
+
+    def forget_nodes(self) -> None:
+        """Drop this transaction's nodes (it ended): nodes link to their parents, children and bucket in
+        cycles, which reference counting alone cannot free."""
+        for child in self.buckets.values():
+            child.forget_nodes()
+        for node in self.nodes.values():
+            node.parent = None
+            node.children = []
+        self.nodes = {}
+        self.root_node = None
+
 
     def rebalance(self) -> None:
         # A merge removes nodes from `nodes`; a removed node must not rebalance again.

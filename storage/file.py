@@ -34,7 +34,7 @@ from .page import (FREELIST, LEAF, NO_FREELIST, PAGE_HEADER_SIZE, CorruptError, 
 from .tx import Tx
 
 DEFAULT_PAGE_SIZE = 4096
-CACHE_PAGES_DEFAULT = 16384
+CACHE_PAGES_DEFAULT = 65536  # decoded pages cost about their size in memory: ~256 MiB at 4 KiB pages
 _EVICT_SKIP_MAX = 8  # branch pages passed over before the oldest page goes regardless
 
 
@@ -148,8 +148,12 @@ class DB:
         self.no_freelist_sync = no_freelist_sync
         self.fsync = fsync
         self.grow_step_bytes = grow_step_bytes
-        self._cache: OrderedDict = OrderedDict()  # pgid -> decoded page, oldest first
+        # pgid -> decoded page, least recently used first; `_cache_pages_n` counts them in pages (a page with
+        # overflow counts 1 + overflow) and stays <= `_cache_pages_max` except while a single huge page is in.
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_pages_n = 0
         self._cache_pages_max = max(cache_pages, 16)
+        self._cache_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._meta_lock = threading.Lock()
         self._readers: list[int] = []
@@ -316,9 +320,14 @@ class DB:
         return self._file.read(offset, n)
 
     def _page(self, pgid: int):
-        page = self._cache.get(pgid)
+        cache = self._cache
+        page = cache.get(pgid)
         if page is not None:
             self._stats["cache_hit_n"] += 1
+            try:
+                cache.move_to_end(pgid)
+            except KeyError:
+                pass  # evicted by another thread meanwhile: it is only a cache
             return page
         self._stats["cache_miss_n"] += 1
         ps = self._meta.page_size
@@ -331,27 +340,49 @@ class DB:
                 raise CorruptError(f"overflow {overflow} runs past the end of the file", pgid)
             data = self._read(pgid * ps, (overflow + 1) * ps)
         page = decode_page(data, pgid)
-        cache = self._cache
-        if len(cache) >= self._cache_pages_max:
-            self._evict_one(cache)
-        cache[pgid] = page
+        with self._cache_lock:
+            self._cache_add(pgid, page)
         return page
 
-    @staticmethod
-    def _evict_one(cache: OrderedDict) -> None:
-        """Drop the oldest leaf page (insertion order). Branch pages found on the way move to the back: there
-        are few of them, every lookup passes through one per level, and decoding one costs many leaves.
-        (`move_to_end` never puts back an entry that a commit replaced meanwhile, as a pop and re-insert could.)"""
-        try:
-            for _ in range(_EVICT_SKIP_MAX):
+    def _cache_add(self, pgid: int, page) -> None:
+        """Insert or replace a decoded page, then evict down to the limit (call under `_cache_lock`)."""
+        cache = self._cache
+        old = cache.pop(pgid, None)
+        if old is not None:
+            self._cache_pages_n -= old.overflow + 1
+        cache[pgid] = page
+        self._cache_pages_n += page.overflow + 1
+        while self._cache_pages_n > self._cache_pages_max and len(cache) > 1:
+            self._evict_one(cache)
+
+    def _cache_drop(self, pgid: int) -> None:
+        """Forget a page id (call under `_cache_lock`)."""
+        old = self._cache.pop(pgid, None)
+        if old is not None:
+            self._cache_pages_n -= old.overflow + 1
+
+    def _evict_one(self, cache: OrderedDict) -> None:
+        """Drop the least recently used leaf page (call under `_cache_lock`). Branch pages found on the way move
+        to the back: there are few of them, every lookup passes through one per level, and decoding one costs
+        many leaves. (Readers of other threads move pages to the back too, without the lock: a page gone
+        meanwhile only means one more try.)"""
+        for _ in range(_EVICT_SKIP_MAX):
+            try:
                 pgid = next(iter(cache))
-                if cache[pgid].is_leaf:
+                page = cache[pgid]
+                if page.is_leaf:
                     del cache[pgid]
+                    self._cache_pages_n -= page.overflow + 1
                     return
                 cache.move_to_end(pgid)
-            del cache[next(iter(cache))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        try:
+            pgid = next(iter(cache))
+            page = cache.pop(pgid)
+            self._cache_pages_n -= page.overflow + 1
         except (KeyError, RuntimeError, StopIteration):
-            pass  # another thread changed the cache meanwhile: it is only a cache
+            pass
 
     def _commit(self, tx: Tx) -> None:
         """Write the dirty pages, sync, write the meta, sync (the only place that writes a commit)."""
@@ -390,10 +421,17 @@ class DB:
         self._stats["sync_n"] += 2 if self.fsync else 0
         self._stats["written_bytes"] += written + ps
         self._stats["commit_n"] += 1
-        for pgid, data in tx.pages.items():
-            for p in range(pgid, pgid + len(data) // ps):
-                self._cache.pop(p, None)
-        self._cache.update(tx.decoded)
+        with self._cache_lock:
+            # Every written page id now holds new bytes: an overflow page's id drops whatever was cached under
+            # it, and a written node's decoded page replaces the old entry.
+            decoded = tx.decoded
+            for pgid, data in tx.pages.items():
+                if pgid not in decoded:
+                    self._cache_drop(pgid)
+                for p in range(pgid + 1, pgid + len(data) // ps):
+                    self._cache_drop(p)
+            for pgid, page in decoded.items():
+                self._cache_add(pgid, page)
         self._freelist.commit()
         with self._meta_lock:
             self._meta = meta.copy()
@@ -415,7 +453,7 @@ class DB:
         s["high_water_pgid"] = meta.pgid
         s["txid"] = meta.txid
         s["size_bytes"] = meta.pgid * meta.page_size
-        s["cache_pages"] = len(self._cache)
+        s["cache_pages"] = self._cache_pages_n
         return s
 
 

@@ -141,7 +141,9 @@ def unpack_bucket_header(value: bytes, pgid: int | None = None) -> tuple[int, in
 
 
 class Page:
-    """A decoded branch or leaf page (immutable by convention: it may sit in a cache)."""
+    """A decoded branch or leaf page (immutable: it may sit in a cache). Decoding gives tuples, which the
+    garbage collector stops tracking (a cache of many pages stays cheap for it to scan); a page recorded from a
+    written node has the node's lists, which nothing changes afterwards."""
 
     __slots__ = ("pgid", "is_leaf", "keys", "vals", "flags", "overflow")
 
@@ -169,7 +171,7 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
         raise CorruptError(f"{count} elements do not fit in {end} bytes", pgid)
     if flags == LEAF:
         if not count:
-            return Page(pgid, True, [], [], [], overflow)
+            return Page(pgid, True, (), (), (), overflow)
         fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
         klens = fields[2::4]
         # Every element's key starts `pos` bytes after its own header; the value follows the key.
@@ -179,10 +181,10 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
         if max(vends) > end or not min(klens):
             i = next(i for i in range(count) if vends[i] > end or not klens[i])
             raise CorruptError(f"leaf element {i} out of bounds or with an empty key", pgid)
-        keys = [buf[a:b] for a, b in zip(starts, kends)]
-        vals = [buf[a:b] for a, b in zip(kends, vends)]
+        keys = tuple([buf[a:b] for a, b in zip(starts, kends)])
+        vals = tuple([buf[a:b] for a, b in zip(kends, vends)])
         _check_sorted(keys, pgid)
-        return Page(pgid, True, keys, vals, list(fields[0::4]), overflow)
+        return Page(pgid, True, keys, vals, fields[0::4], overflow)
     if not count:
         raise CorruptError("empty branch page", pgid)
     fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
@@ -192,12 +194,12 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
     if max(kends) > end or not min(klens):
         i = next(i for i in range(count) if kends[i] > end or not klens[i])
         raise CorruptError(f"branch element {i} out of bounds or with an empty key", pgid)
-    keys = [buf[a:b] for a, b in zip(starts, kends)]
+    keys = tuple([buf[a:b] for a, b in zip(starts, kends)])
     highs = fields[3::4]
     if any(highs):
-        vals = list(map(or_, fields[2::4], map(lshift, highs, repeat(32, count))))
+        vals = tuple(map(or_, fields[2::4], map(lshift, highs, repeat(32, count))))
     else:
-        vals = list(fields[2::4])
+        vals = fields[2::4]
     _check_sorted(keys, pgid)
     return Page(pgid, False, keys, vals, None, overflow)
 

@@ -118,8 +118,10 @@ class Tx:
         assert image[:8] == bytes(8), "write_node: image encoded with a page id"
         image[:8] = node.pgid.to_bytes(8, "little")
         self.pages[node.pgid] = image
-        # The node's lists are final once it is written, and the node dies with this transaction: share them.
-        self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, node.keys, node.vals, node.flags, node.overflow)
+        # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
+        flags = tuple(node.flags) if node.is_leaf else None
+        self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, tuple(node.keys), tuple(node.vals), flags,
+                                       node.overflow)
 
     # ---- end of a transaction ----
 
@@ -145,6 +147,7 @@ class Tx:
             self.rollback()
             raise
         self.closed = True
+        self.root.forget_nodes()
         self.db._close_tx(self, committed=True)
         for fn in self.on_commit:
             fn()
@@ -167,6 +170,7 @@ class Tx:
             return
         self.closed = True
         if self.writable:
+            self.root.forget_nodes()
             self.db._freelist.rollback(self.meta.txid)
         self.db._close_tx(self, committed=False)
 

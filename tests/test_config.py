@@ -92,7 +92,7 @@ def test_defaults_are_etcds():
         proxy="off", proxy_failure_wait=5000, proxy_refresh_interval=30000, proxy_dial_timeout=1000,
         proxy_write_timeout=5000, proxy_read_timeout=0, enable_grpc_gateway=True,
         experimental_initial_corrupt_check=False, experimental_corrupt_check_time=0.0,
-        experimental_enable_lease_checkpoint=False, experimental_compaction_batch_limit=0,
+        experimental_enable_lease_checkpoint=True, experimental_compaction_batch_limit=0,
         experimental_watch_progress_notify_interval=0.0, experimental_warning_apply_duration=0.1,
         experimental_downgrade_check_time=5.0, experimental_memory_mlock=False,
         experimental_txn_mode_write_with_shared_buffer=True, experimental_bootstrap_defrag_threshold_megabytes=0,

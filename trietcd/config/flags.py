@@ -326,7 +326,10 @@ FLAGS: tuple[FlagSpec, ...] = (
     # experimental
     FlagSpec("experimental-initial-corrupt-check", "bool", "experimental_initial_corrupt_check", False),
     FlagSpec("experimental-corrupt-check-time", "duration", "experimental_corrupt_check_time", "0"),
-    FlagSpec("experimental-enable-lease-checkpoint", "bool", "experimental_enable_lease_checkpoint", False),
+    # On by default, unlike etcd 3.5.1: the leader checkpoints the remaining TTL of leases longer than 5 minutes
+    # through raft, so a new leader does not hand them a full TTL again. etcd 3.4/3.5 members apply those
+    # entries, and the lease rows stay {ID, TTL} as 3.5.1 writes them; `=false` gives 3.5.1's behaviour.
+    FlagSpec("experimental-enable-lease-checkpoint", "bool", "experimental_enable_lease_checkpoint", True),
     FlagSpec("experimental-compaction-batch-limit", "int", "experimental_compaction_batch_limit", 0),
     FlagSpec("experimental-watch-progress-notify-interval", "duration",
              "experimental_watch_progress_notify_interval", "0"),

@@ -119,7 +119,7 @@ _SECTIONS: list[tuple[str, list[tuple[str, str | None, list[str]]]]] = [
         ("experimental-initial-corrupt-check", "'false'", ["Check data for corruption before serving."]),
         ("experimental-corrupt-check-time", "'0s'", ["Interval between cluster corruption checks."]),
         ("experimental-enable-v2v3", "''", ["Serve v2 requests from the v3 store under this prefix (deprecated)."]),
-        ("experimental-enable-lease-checkpoint", "'false'", ["Persist remaining lease TTLs."]),
+        ("experimental-enable-lease-checkpoint", "'true'", ["Persist remaining lease TTLs."]),
         ("experimental-compaction-batch-limit", "1000", ["Most revisions deleted per compaction batch."]),
         ("experimental-peer-skip-client-san-verification", "'false'", ["Do not check SANs of peer client certificates."]),
         ("experimental-watch-progress-notify-interval", "'10m'", ["Interval of watch progress notifications."]),

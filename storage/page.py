@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import add, lshift, lt, or_, sub
 
@@ -236,7 +237,12 @@ def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytearray:
     npages = (size + page_size - 1) // page_size if page_size else 1
     buf = bytearray(npages * page_size if page_size else size)
     _header.pack_into(buf, 0, pgid, LEAF, count, npages - 1)
-    if count:
+    if not count:
+        pass
+    elif klens.count(klens[0]) == count and vlens.count(vlens[0]) == count and not any(flags):
+        # Same-size elements and no bucket: the table depends on the count and sizes alone.
+        buf[PAGE_HEADER_SIZE:table_end] = _fixed_leaf_table(count, klens[0], vlens[0])
+    else:
         # The element table as u32 fields (flags, pos, ksize, vsize), filled a column at a time.
         table = memoryview(buf)[PAGE_HEADER_SIZE:table_end].cast("I")
         if any(flags):
@@ -262,9 +268,13 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
     buf = bytearray(npages * page_size if page_size else size)
     _header.pack_into(buf, 0, pgid, BRANCH, count, npages - 1)
     # A branch element is (pos u32, ksize u32, pgid u64): four u32 columns, the pgid's high half usually 0.
+    fixed = not _BIG_ENDIAN and klens.count(klens[0]) == count
+    if fixed:
+        buf[PAGE_HEADER_SIZE:table_end] = _fixed_branch_table(count, klens[0])  # pgid columns still zero
     table = memoryview(buf)[PAGE_HEADER_SIZE:table_end].cast("I")
-    table[0::4] = _key_offsets(count, klens)
-    table[1::4] = array("I", klens)
+    if not fixed:
+        table[0::4] = _key_offsets(count, klens)
+        table[1::4] = array("I", klens)
     if max(children) >> 32:
         table[2::4] = array("I", [c & 0xFFFFFFFF for c in children])
         table[3::4] = array("I", [c >> 32 for c in children])
@@ -274,6 +284,28 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
         _swap_table(buf, table_end)
     buf[table_end:size] = data
     return buf
+
+
+@lru_cache(maxsize=1024)
+def _fixed_leaf_table(count: int, ksize: int, vsize: int) -> bytes:
+    step = ksize + vsize - ELEMENT_SIZE
+    fields = [0] * (4 * count)
+    fields[1::4] = range(ELEMENT_SIZE * count, ELEMENT_SIZE * count + step * count, step) if step else \
+        [ELEMENT_SIZE * count] * count
+    fields[2::4] = [ksize] * count
+    fields[3::4] = [vsize] * count
+    return struct.pack(f"<{4 * count}I", *fields)
+
+
+@lru_cache(maxsize=1024)
+def _fixed_branch_table(count: int, ksize: int) -> bytes:
+    """The table of `count` branch elements with `ksize`-byte keys, child page ids left zero."""
+    step = ksize - ELEMENT_SIZE
+    fields = [0] * (4 * count)
+    fields[0::4] = range(ELEMENT_SIZE * count, ELEMENT_SIZE * count + step * count, step) if step else \
+        [ELEMENT_SIZE * count] * count
+    fields[1::4] = [ksize] * count
+    return struct.pack(f"<{4 * count}I", *fields)
 
 
 def _key_offsets(count: int, element_bytes) -> array:

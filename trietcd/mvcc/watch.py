@@ -381,6 +381,10 @@ class WatchableStore:
         self.streams: dict[WatchStream, None] = {}
         # Called when victims are added (etcd's victimc), so the shell retries them soon.
         self.on_victims: Callable[[], None] | None = None
+        # Counts since start, for statistics and tests.
+        self.victims_made = 0
+        self.compacted_sent = 0
+        self.sync_passes = 0
         store.commit_listeners.append(self.notify)
 
     def new_stream(self) -> WatchStream:
@@ -438,6 +442,7 @@ class WatchableStore:
 
     def _add_victims(self, victims: dict[Watcher, _Batch]) -> None:
         if victims:
+            self.victims_made += len(victims)
             self.victims.append(victims)
             if self.on_victims is not None:
                 self.on_victims()
@@ -458,11 +463,13 @@ class WatchableStore:
             if w.min_rev < compact:
                 if w.stream.push(WatchResponse(w.id, compact_revision=compact, canceled=True)):
                     w.compacted = True
+                    self.compacted_sent += 1
                     unsynced.delete(w)
                 continue  # else: offered again next pass
             group.add(w)
             min_rev = min(min_rev, w.min_rev)
         if len(group):
+            self.sync_passes += 1
             self._sync_group(group, min_rev, cur)
         self.flush_deferred_progress()
         return len(unsynced)

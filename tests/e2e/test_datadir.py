@@ -21,6 +21,7 @@ import pytest
 
 from tests.e2e import workload
 from tests.e2e.servers import ETCD_BIN
+from tests.e2e.workload import kill_leftover_servers  # noqa: F401 - an autouse fixture
 from tests.e2e.workload import Client, impl_param
 
 FLAGS = ("--heartbeat-interval", "20", "--election-timeout", "200")

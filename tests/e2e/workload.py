@@ -50,7 +50,20 @@ def start(impl: str, run_dir: Path, data_dir: Path, *extra: str, name: str = "no
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir = run_dir / f"run{len(list(run_dir.glob('run*')))}-{impl}"
     log_dir.mkdir()
-    return servers.start(log_dir, COMMANDS[impl], *extra, name=name, data_dir=data_dir, wait=wait)
+    server = servers.start(log_dir, COMMANDS[impl], *extra, name=name, data_dir=data_dir, wait=wait)
+    _started.append(server)
+    return server
+
+
+_started: list[servers.Server] = []
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_servers():
+    """Import into a test module: whatever a test started and left running (it failed midway) is killed after it."""
+    yield
+    while _started:
+        _started.pop().stop(signal.SIGKILL)
 
 
 def copy_data_dir(source: Path, destination: Path) -> Path:

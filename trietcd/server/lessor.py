@@ -51,7 +51,7 @@ class LeaseKeeper:
         self.lessor = lessor
         self.extend_s = member.config.election_ticks() * member.config.heartbeat_interval / 1000
         self._changed = trio.Event()
-        self._promoted_term = 0
+        self.promoted_at: float | None = None  # when this member's lessor last became primary
 
     @staticmethod
     def now() -> float:
@@ -70,8 +70,8 @@ class LeaseKeeper:
         m = self.member
         if (not self.lessor.primary and m.node.raft.state is StateType.LEADER
                 and m._applied_term == m.node.raft.term):
-            self.lessor.promote(self.now(), self.extend_s)
-            self._promoted_term = m._applied_term
+            self.promoted_at = self.now()
+            self.lessor.promote(self.promoted_at, self.extend_s)
         self._pulse()
 
     def _pulse(self) -> None:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import attrs
 import pytest
 
 from tests.e2e import workload
@@ -134,52 +135,65 @@ def restored_db(destination: Path) -> None:
     shutil.rmtree(scratch)
 
 
+@attrs.frozen
+class Fixture:
+    data_dir: Path
+    name: str  # --name and --initial-cluster-token as in the MANIFEST
+    token: str
+    user: str | None  # auth is enabled
+    db_sha256: str  # member/snap/db as the MANIFEST lists it
+    make_db: object  # writes the db to a path when it is not checked in
+    member_id: int
+    hashes: dict  # {revision: `endpoint hashkv` as the MANIFEST measured it}; 0 is the current revision
+
+
 FIXTURE_CASES = {
-    # name: (data dir, --name, --initial-cluster-token, user, db sha256 from the MANIFEST, where the db comes from
-    #        when it is not checked in, {revision: `endpoint hashkv` as the MANIFEST measured it})
-    "etcd-3.5.1": (
+    "etcd-3.5.1": Fixture(
         FIXTURES / "etcd-3.5.1" / "datadir", "fx1", "trietcd-fixture", ROOT,
-        "d91ec7e0ac9e0284eb632db184c92def119989bb51fdc72dc3445a854ef8201c", None,
+        "d91ec7e0ac9e0284eb632db184c92def119989bb51fdc72dc3445a854ef8201c", None, 5285530685960965173,
         {0: "1625769479 compact=4", 10: "1625769479 compact=4", 5: "2893437533 compact=4",
          6: "2515663991 compact=4", 7: "2291723110 compact=4", 8: "4278292545 compact=4",
          9: "2833289231 compact=4"},
     ),
-    "etcd-3.4.23": (
+    "etcd-3.4.23": Fixture(
         FIXTURES / "etcd-3.4.23" / "datadir", "fx1", "trietcd-fixture", None,
         "85aca896514549c0cd7903e7024be6225b83917e871739c2361df6415221e115",
-        lambda db: shutil.copyfile(FIXTURES / "etcd-3.4.23" / "bbolt" / "etcd-small.db", db),
+        # bbolt/etcd-small.db is a copy of datadir/member/snap/db (the same sha256 in the MANIFEST)
+        lambda db: shutil.copyfile(FIXTURES / "etcd-3.4.23" / "bbolt" / "etcd-small.db", db), 5285530685960965173,
         {0: "3687147342 compact=4", 5: "3014433230 compact=4", 6: "3684700848 compact=4",
          7: "3687147342 compact=4"},
     ),
-    "restore-1member": (
+    "restore-1member": Fixture(
         FIXTURES / "etcd-3.5.1" / "restore-1member", "r1", "trietcd-restore", ROOT,
-        "28447b506bdc30b8b184d494a2606fb66a7c0558b6f6174d6aba9a98ad3f911d", restored_db,
+        "28447b506bdc30b8b184d494a2606fb66a7c0558b6f6174d6aba9a98ad3f911d", restored_db, 15482025544920567580,
         {0: "1625769479 compact=4"},
     ),
 }
 
 
 def fixture_copy(case: str, destination: Path) -> Path:
-    source, _, _, _, db_sha256, make_db, _ = FIXTURE_CASES[case]
-    workload.copy_data_dir(source, destination)
+    fixture = FIXTURE_CASES[case]
+    workload.copy_data_dir(fixture.data_dir, destination)
     db = destination / "member" / "snap" / "db"
     if not db.exists():
-        make_db(db)
-    assert workload.sha256(db) == db_sha256, f"{case}: db is not the one the MANIFEST describes"
+        fixture.make_db(db)
+    assert workload.sha256(db) == fixture.db_sha256, f"{case}: db is not the one the MANIFEST describes"
     return destination
 
 
 @pytest.mark.parametrize("case", list(FIXTURE_CASES))
 @pytest.mark.parametrize("impl", [impl_param("etcd"), impl_param("trietcd")])
 def test_fixture_served_like_etcd(impl, case, tmp_path):
-    _, name, token, user, _, _, hashes = FIXTURE_CASES[case]
-    revisions = sorted(set(hashes) - {0} | {4, 11})  # 4 is compacted, 11 is in the future (except for the 3.4 one)
-    flags = ("--initial-cluster-token", token)
+    fixture = FIXTURE_CASES[case]
+    revisions = sorted(set(fixture.hashes) - {0} | {4, 11})  # 4 is compacted, 11 is in the future
+    flags = ("--initial-cluster-token", fixture.token)
     expected = served("etcd", tmp_path / "etcd", fixture_copy(case, tmp_path / "etcd-copy"), revisions, *flags,
-                      name=name, user=user)
-    assert {rev: expected["hashkv"][rev] for rev in hashes} == hashes, "etcd does not serve what the MANIFEST says"
+                      name=fixture.name, user=fixture.user)
+    measured = {rev: expected["hashkv"][rev] for rev in fixture.hashes}
+    assert (expected["member_id"], measured) == (fixture.member_id, fixture.hashes), "not what the MANIFEST says"
     assert expected["hashkv"][4] == "error: etcdserver: mvcc: required revision has been compacted"
+    assert expected["hashkv"][11] == "error: etcdserver: mvcc: required revision is a future revision"
 
     got = served(impl, tmp_path / impl, fixture_copy(case, tmp_path / "copy"), revisions, *flags,
-                 name=name, user=user)
+                 name=fixture.name, user=fixture.user)
     assert got == expected

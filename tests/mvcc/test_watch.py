@@ -10,6 +10,7 @@ from trietcd.mvcc import KVStore
 from trietcd.mvcc.watch import (
     ERR_DUPLICATE_WATCH_ID,
     ERR_EMPTY_WATCHER_RANGE,
+    ERR_TOO_MANY_WATCHERS,
     FILTER_NODELETE,
     FILTER_NOPUT,
     INVALID_WATCH_ID,
@@ -260,6 +261,17 @@ def test_watch_ids_auto_skip_used_ones_duplicates_and_empty_ranges_are_refused()
     assert s.create(b"a", b"", 0).watch_id == 3  # 0 is free again, but the numbering goes on
     other = hub.new_stream()
     assert other.create(b"a", b"", 0).watch_id == 0  # numbering is per stream
+
+
+def test_watchers_per_stream_limit_refuses_creates_until_one_is_cancelled():
+    store, hub = make(watchers_per_stream_max=2)
+    s = hub.new_stream()
+    assert [s.create(b"k", b"", 0).watch_id for _ in range(2)] == [0, 1]
+    refused = s.create(b"k", b"", 0)
+    assert (refused.watch_id, refused.canceled, refused.cancel_reason) == (-1, True, ERR_TOO_MANY_WATCHERS)
+    assert hub.new_stream().create(b"k", b"", 0).watch_id == 0  # per stream
+    s.cancel(0)
+    assert s.create(b"k", b"", 0).watch_id == 2
 
 
 def test_cancel_drops_queued_responses_and_answers_after_them():

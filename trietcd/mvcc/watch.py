@@ -44,6 +44,7 @@ __all__ = [
     "CHAN_BUF_LEN",
     "ERR_DUPLICATE_WATCH_ID",
     "ERR_EMPTY_WATCHER_RANGE",
+    "ERR_TOO_MANY_WATCHERS",
     "Event",
     "FILTER_NODELETE",
     "FILTER_NOPUT",
@@ -62,12 +63,15 @@ MAX_WATCHERS_PER_SYNC = 512
 WATCH_BATCH_MAX_REVS = 1000
 SYNC_ROWS_MAX = 10_000
 MAX_PENDING_BYTES_DEFAULT = 64 << 20
+# etcd sets no limit on watchers per stream; this one only guards memory (about 1 KB each).
+WATCHERS_PER_STREAM_MAX_DEFAULT = 100_000
 
 FILTER_NOPUT = 0  # WatchCreateRequest.FilterType
 FILTER_NODELETE = 1
 
 ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
 ERR_DUPLICATE_WATCH_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+ERR_TOO_MANY_WATCHERS = "mvcc: too many watchers on the stream"  # trietcd's own: etcd has no such limit
 
 _ALL_ROWS = 1 << 62
 
@@ -213,10 +217,11 @@ class WatchStream:
     """The watchers of one client stream and the responses queued for it. The shell sets
     `on_ready`, called whenever a response is queued."""
 
-    def __init__(self, hub: WatchableStore, capacity: int, max_pending_bytes: int) -> None:
+    def __init__(self, hub: WatchableStore, capacity: int, max_pending_bytes: int, watchers_max: int) -> None:
         self.hub = hub
         self.capacity = capacity
         self.max_pending_bytes = max_pending_bytes
+        self.watchers_max = watchers_max
         self.watchers: dict[int, Watcher] = {}
         self.next_id = 0
         # (response, counts against capacity) in send order
@@ -271,6 +276,8 @@ class WatchStream:
             raise WatchError(ERR_EMPTY_WATCHER_RANGE)
         if self.closed:
             raise WatchError(ERR_EMPTY_WATCHER_RANGE)
+        if watch_id not in self.watchers and len(self.watchers) >= self.watchers_max:
+            raise WatchError(ERR_TOO_MANY_WATCHERS)
         if watch_id == AUTO_WATCH_ID:
             while self.next_id in self.watchers:
                 self.next_id += 1
@@ -369,8 +376,10 @@ class WatchableStore:
 
     def __init__(self, store: KVStore, *, capacity: int = CHAN_BUF_LEN,
                  max_pending_bytes: int = MAX_PENDING_BYTES_DEFAULT, sync_rows_max: int = SYNC_ROWS_MAX,
-                 watchers_per_sync_max: int = MAX_WATCHERS_PER_SYNC) -> None:
+                 watchers_per_sync_max: int = MAX_WATCHERS_PER_SYNC,
+                 watchers_per_stream_max: int = WATCHERS_PER_STREAM_MAX_DEFAULT) -> None:
         self.store = store
+        self.watchers_per_stream_max = watchers_per_stream_max
         self.capacity = capacity
         self.max_pending_bytes = max_pending_bytes
         self.sync_rows_max = sync_rows_max
@@ -388,7 +397,7 @@ class WatchableStore:
         store.commit_listeners.append(self.notify)
 
     def new_stream(self) -> WatchStream:
-        s = WatchStream(self, self.capacity, self.max_pending_bytes)
+        s = WatchStream(self, self.capacity, self.max_pending_bytes, self.watchers_per_stream_max)
         self.streams[s] = None
         return s
 

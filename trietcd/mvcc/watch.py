@@ -276,7 +276,7 @@ class WatchStream:
             raise WatchError(ERR_EMPTY_WATCHER_RANGE)
         if self.closed:
             raise WatchError(ERR_EMPTY_WATCHER_RANGE)
-        if watch_id not in self.watchers and len(self.watchers) >= self.watchers_max:
+        if (watch_id == AUTO_WATCH_ID or watch_id not in self.watchers) and len(self.watchers) >= self.watchers_max:
             raise WatchError(ERR_TOO_MANY_WATCHERS)
         if watch_id == AUTO_WATCH_ID:
             while self.next_id in self.watchers:

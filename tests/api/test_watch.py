@@ -16,7 +16,7 @@ from trietcd.server.watch import WatchHub
 from trietcd.wire import Registry
 from trietcd.wire.http1 import Request
 
-HEADER = dict(cluster_id=11, member_id=22, raft_term=3)
+HEADER = {"cluster_id": 11, "member_id": 22, "raft_term": 3}
 
 
 def header(revision):
@@ -125,7 +125,7 @@ async def test_history_then_live_and_prev_kv_only_where_not_compacted(env, autoj
     env.store.compact(3)
     call = env.stream()
     call.request(create(start_revision=3, prev_kv=True))
-    created, history = await recv(call, 2)
+    _created, history = await recv(call, 2)
     assert [e.kv.mod_revision for e in history.events] == [3, 4, 5]
     assert [e.HasField("prev_kv") for e in history.events] == [False, True, True]  # revision 2 is compacted
     assert history.header.revision == 5
@@ -138,7 +138,7 @@ async def test_progress_request_and_periodic_progress(nursery, autojump_clock):
     call.request(PROGRESS)
     call.request(create(progress_notify=True))
     call.request(create(b"other"))
-    progress, c0, c1 = await recv(call, 3)
+    progress, _, _ = await recv(call, 3)
     assert progress == rpc_pb2.WatchResponse(header=header(2), watch_id=-1)
     start = trio.current_time()
     [notification] = await recv(call, timeout=20)

@@ -244,7 +244,7 @@ def test_filters():
 
 
 def test_watch_ids_auto_skip_used_ones_duplicates_and_empty_ranges_are_refused():
-    store, hub = make()
+    _, hub = make()
     s = hub.new_stream()
     assert s.create(b"a", b"", 0, watch_id=1).watch_id == 1
     assert s.create(b"a", b"", 0).watch_id == 0
@@ -264,7 +264,7 @@ def test_watch_ids_auto_skip_used_ones_duplicates_and_empty_ranges_are_refused()
 
 
 def test_watchers_per_stream_limit_refuses_creates_until_one_is_cancelled():
-    store, hub = make(watchers_per_stream_max=2)
+    _, hub = make(watchers_per_stream_max=2)
     s = hub.new_stream()
     assert [s.create(b"k", b"", 0).watch_id for _ in range(2)] == [0, 1]
     refused = s.create(b"k", b"", 0)

@@ -9,7 +9,15 @@ import trio
 
 from proto.etcdserverpb import rpc_pb2
 from tests.server.members import make_member, run_member
-from tests.server.watch_checker import NODELETE, NOPUT, FakeCall, History, StreamLog, WatchSpec, check_stream
+from tests.server.watch_checker import (
+    NODELETE,
+    NOPUT,
+    FakeCall,
+    History,
+    StreamLog,
+    WatchSpec,
+    check_stream,
+)
 from trietcd.api.watch import WatchService
 
 KEYS = [b"a", b"b", b"b/1", b"b/2", b"c", b"d"]
@@ -117,7 +125,7 @@ async def test_watch_guarantees_under_concurrent_writes_and_compactions(tmp_path
         assert hub.victims_made and hub.sync_passes and hub.compacted_sent
         return calls, logs, final
 
-    calls, logs, final = await run_member(member, body)
+    _, logs, final = await run_member(member, body)
     totals = {"events": 0, "bookmarks": 0, "compacted": 0, "prev_kv": 0}
     for log in logs:
         for k, v in check_stream(log, history).items():
@@ -165,7 +173,7 @@ async def test_resumable_from_any_revision_seen(tmp_path):
     for log in logs:
         counts = check_stream(log, history)
         compacted += counts["compacted"]
-        spec, resume = log.specs[0]
+        _, resume = log.specs[0]
         if resume >= 40:
             assert counts["compacted"] == 0  # the compacted revision itself is still readable
     assert compacted >= 1

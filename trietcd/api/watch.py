@@ -25,7 +25,7 @@ from proto.mvccpb import kv_pb2
 from trietcd.mvcc import MvccError
 from trietcd.mvcc.watch import WatchResponse, WatchStream
 
-__all__ = ["WatchService", "GRPC_OVERHEAD_BYTES", "fragments"]
+__all__ = ["GRPC_OVERHEAD_BYTES", "WatchService", "fragments"]
 
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's grpcOverheadBytes, added to --max-request-bytes
 
@@ -170,14 +170,12 @@ def fragments(msg: rpc_pb2.WatchResponse, max_bytes: int) -> list[rpc_pb2.WatchR
         cur = rpc_pb2.WatchResponse()
         cur.CopyFrom(base)
         size = base_bytes
-        count = 0
         for ev in events[idx:]:
             ev_bytes = _field_bytes(ev.ByteSize())
-            if count >= 1 and size + ev_bytes >= max_bytes:
+            if cur.events and size + ev_bytes >= max_bytes:
                 break
             cur.events.append(ev)
             size += ev_bytes
-            count += 1
             idx += 1
         if idx == len(events):
             cur.fragment = False

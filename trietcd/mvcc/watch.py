@@ -45,10 +45,10 @@ __all__ = [
     "ERR_DUPLICATE_WATCH_ID",
     "ERR_EMPTY_WATCHER_RANGE",
     "ERR_TOO_MANY_WATCHERS",
-    "Event",
     "FILTER_NODELETE",
     "FILTER_NOPUT",
     "INVALID_WATCH_ID",
+    "Event",
     "WatchResponse",
     "WatchStream",
     "WatchableStore",
@@ -112,7 +112,7 @@ class _Batch:
     """A watcher's events of one pass, at most WATCH_BATCH_MAX_REVS revisions (etcd's eventBatch);
     more_rev is the first revision left out (0: none)."""
 
-    __slots__ = ("events", "revs", "more_rev")
+    __slots__ = ("events", "more_rev", "revs")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -134,7 +134,7 @@ class _Batch:
 
 
 class Watcher:
-    __slots__ = ("key", "end", "min_rev", "id", "stream", "no_put", "no_delete", "victim", "compacted")
+    __slots__ = ("compacted", "end", "id", "key", "min_rev", "no_delete", "no_put", "stream", "victim")
 
     def __init__(self, key: bytes, end: bytes | None, min_rev: int, watch_id: int, stream: WatchStream,
                  filters: Iterable[int]) -> None:

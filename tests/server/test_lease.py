@@ -195,3 +195,57 @@ async def test_checkpointing_off_proposes_no_checkpoint(tmp_path, mock_clock):
         assert m.lessor.leases[lease_id].remaining_ttl == 0
 
     await run_member(make_member(tmp_path / "d", "--experimental-enable-lease-checkpoint=false"), body)
+
+
+class _SlowMember:
+    """What the lease shell needs of a member, with proposals that take `delay_s` to apply."""
+
+    def __init__(self, lessor, delay_s: float) -> None:
+        from trietcd.config import parse
+        from trietcd.log import logger
+
+        self.config = parse(["--data-dir", "/nonexistent"], {})
+        self.request_timeout_s = 7.0
+        self.log = logger
+        self.lessor = lessor
+        self.delay_s = delay_s
+        self.proposed = []
+        self.in_flight = 0
+        self.in_flight_max = 0
+
+    async def propose(self, field, request):
+        self.proposed.append((trio.current_time(), field, request.ID))
+        self.in_flight += 1
+        self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        try:
+            await trio.sleep(self.delay_s)
+            self.lessor.revoke(request.ID)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_revoke_loop_rate_limits_and_retries_slow_revokes(autojump_clock):
+    from trietcd.lease import Lessor
+    from trietcd.server.lessor import LeaseKeeper
+
+    lessor = Lessor(min_ttl_s=2)
+    lessor.promote(trio.current_time(), 0.0)
+    for i in range(1, 2001):
+        lessor.grant(i, 10, trio.current_time())
+    slow = _SlowMember(lessor, delay_s=4.0)  # longer than the 3 s after which an expired lease is proposed again
+    keeper = LeaseKeeper(slow, lessor)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.run)
+        await wait_until(lambda: not lessor.leases, timeout_s=3600)
+        nursery.cancel_scope.cancel()
+    assert slow.in_flight_max == 16  # etcd's maxPendingRevokes
+    first = {}
+    for at, field, lease_id in slow.proposed:
+        assert field == "lease_revoke"
+        first.setdefault(lease_id, at)
+    assert sorted(first) == list(range(1, 2001))
+    # No more than 500 revokes are found per 500 ms round, whatever the proposals' pace.
+    per_round = {}
+    for at in first.values():
+        per_round[round(at * 2)] = per_round.get(round(at * 2), 0) + 1
+    assert max(per_round.values()) <= 500

@@ -24,7 +24,7 @@ from proto.etcdserverpb import rpc_pb2
 from trietcd.lease import (LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE, MAX_CHECKPOINT_BATCH, LeaseExpiredError,
                            LeaseNotFoundError, Lessor, NotPrimaryError, min_lease_ttl_s)
 from trietcd.raft.raft import StateType
-from trietcd.server.errors import ProposalDroppedError, RequestTimeoutError, ServerError
+from trietcd.server.errors import RequestTimeoutError, ServerError
 
 __all__ = ["LeaseKeeper", "REVOKE_INTERVAL_S", "MAX_PENDING_REVOKES"]
 
@@ -103,8 +103,12 @@ class LeaseKeeper:
                     continue
                 await self._wait_applied_commit()
                 if self.lessor.needs_checkpoint_reset(lease_id):
-                    await self.member.propose("lease_checkpoint", _checkpoints([(lease_id, 0)]))
-                    continue
+                    # Through raft, so every member forgets the checkpointed remainder; a failure leaves it,
+                    # and the renewal goes on as etcd's does.
+                    try:
+                        await self.member.propose("lease_checkpoint", _checkpoints([(lease_id, 0)]))
+                    except ServerError:
+                        pass
                 try:
                     return self.lessor.renew(lease_id, self.now())
                 except (LeaseExpiredError, NotPrimaryError):
@@ -146,19 +150,21 @@ class LeaseKeeper:
                 if not self.lessor.primary:
                     continue
                 for lease_id in self.lessor.expired(self.now(), LEASE_REVOKE_RATE // 2):
-                    await limiter.acquire_on_behalf_of(lease_id)
-                    nursery.start_soon(self._revoke_expired, lease_id, limiter)
+                    # A fresh borrower each: a lease whose revoke is still in flight may be found again.
+                    borrower = object()
+                    await limiter.acquire_on_behalf_of(borrower)
+                    nursery.start_soon(self._revoke_expired, lease_id, limiter, borrower)
                 await self._checkpoint_due()
 
-    async def _revoke_expired(self, lease_id: int, limiter: trio.CapacityLimiter) -> None:
+    async def _revoke_expired(self, lease_id: int, limiter: trio.CapacityLimiter, borrower: object) -> None:
         try:
             await self.revoke(lease_id)
-        except (LeaseNotFoundError, ServerError, ProposalDroppedError) as exc:
+        except (LeaseNotFoundError, ServerError) as exc:
             # Revoked meanwhile, or not applied: proposed again once the retry interval passes.
             self.member.log.warn("failed to revoke lease", caller="etcdserver/server.go",
                                  **{"lease-id": f"{lease_id:016x}", "error": str(exc)})
         finally:
-            limiter.release_on_behalf_of(lease_id)
+            limiter.release_on_behalf_of(borrower)
 
     async def _checkpoint_due(self) -> None:
         for _ in range(LEASE_CHECKPOINT_RATE // 2):

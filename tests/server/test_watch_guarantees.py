@@ -63,10 +63,11 @@ def random_spec(rng) -> WatchSpec:
     return WatchSpec(key, end, filters=filters, prev_kv=rng.random() < 0.5, progress_notify=rng.random() < 0.5)
 
 
-async def driver(member, rng, call: FakeCall, log: StreamLog, watchers: int, done: trio.Event) -> None:
+async def driver(member, rng, call: FakeCall, log: StreamLog, watchers: int, finished: list) -> None:
     """Creates the stream's watchers at random times, with a progress request now and then."""
-    for _ in range(watchers):
-        await trio.sleep(rng.random() * 0.3)
+    for i in range(watchers):
+        if i >= 3:  # half at once, the rest while the writes go on
+            await trio.sleep(rng.random() * 0.3)
         spec = random_spec(rng)
         cur = member.store.current_revision
         start = rng.choice([0, rng.randint(1, cur), max(1, cur - rng.randint(0, 10)), cur + rng.randint(1, 40)])
@@ -74,7 +75,7 @@ async def driver(member, rng, call: FakeCall, log: StreamLog, watchers: int, don
         call.request(spec.request(start))
         if rng.random() < 0.3:
             call.request(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
-    await done.wait()
+    finished.append(call)
 
 
 async def reader(rng, call: FakeCall, log: StreamLog, slow: bool) -> None:
@@ -99,19 +100,23 @@ async def test_watch_guarantees_under_concurrent_writes_and_compactions(tmp_path
         service = WatchService(member.watch_hub, member.header, max_request_bytes=member.config.max_request_bytes)
         calls = [FakeCall(capacity=rng.choice([0, 0, 4])) for _ in range(streams_n)]
         logs = [StreamLog() for _ in range(streams_n)]
-        done = trio.Event()
+        finished = []
         async with trio.open_nursery() as watch_nursery:
             for i, call in enumerate(calls):
                 watch_nursery.start_soon(service.Watch, call)
                 watch_nursery.start_soon(reader, random.Random(rng.random()), call, logs[i], i % 3 == 0)
-                watch_nursery.start_soon(driver, member, random.Random(rng.random()), call, logs[i], watchers_n, done)
+                watch_nursery.start_soon(driver, member, random.Random(rng.random()), call, logs[i], watchers_n,
+                                         finished)
             async with trio.open_nursery() as writers:
                 for w in range(3):
                     writers.start_soon(writer, member, random.Random(rng.random()), steps, history, 0.03)
             final = member.store.current_revision
-            # Bookmarkable, and the end of the run: a progress request answered at the final
-            # revision means every event of the stream's watchers has been sent.
+            # Bookmarkable, and the end of the run: once every watcher is created, a progress
+            # request answered at the final revision means every event of the stream's watchers
+            # has been sent.
             with trio.fail_after(60):
+                while len(finished) < streams_n:
+                    await trio.sleep(0.01)
                 for call, log in zip(calls, logs):
                     while True:
                         call.request(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
@@ -119,7 +124,6 @@ async def test_watch_guarantees_under_concurrent_writes_and_compactions(tmp_path
                         if any(r.watch_id == -1 and r.header.revision == final and not r.events
                                for r in log.responses):
                             break
-            done.set()
             watch_nursery.cancel_scope.cancel()
         assert hub.watcher_counts() == (0, 0, 0)  # the closed streams left
         assert hub.victims_made and hub.sync_passes and hub.compacted_sent

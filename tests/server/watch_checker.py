@@ -177,7 +177,10 @@ def check_stream(log: StreamLog, history: History) -> dict[str, int]:
         positions = [position(history, e) for e in events]
         assert positions == sorted(set(positions)), f"watcher {wid}: out of order or repeated"
         # Reliable: the whole history from the start revision (filters applied).
-        check_history(events, history.expected(spec), history.compactions, wid in compacted)
+        try:
+            check_history(events, history.expected(spec), history.compactions, wid in compacted)
+        except AssertionError as exc:
+            raise AssertionError(f"watcher {wid} {spec}: {len(events)} events, last {events[-1:]}: {exc}") from None
     return counts
 
 

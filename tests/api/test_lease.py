@@ -4,6 +4,7 @@ compare; the cluster and member IDs are the member's)."""
 
 import pytest
 import trio
+import trio.lowlevel
 
 from proto.etcdserverpb import rpc_pb2
 from tests.api.test_gateway import post, run_stream
@@ -28,7 +29,7 @@ class StreamCall:
 
     async def requests(self):
         for r in self._requests:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             yield r
 
     async def send(self, message):

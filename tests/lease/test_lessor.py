@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 
 from trietcd.backend import LEASE, Backend
-from trietcd.lease import (FOREVER_TTL_S, MAX_LEASE_TTL_S, LeaseExistsError, LeaseExpiredError, LeaseNotFoundError,
-                           LeaseTTLTooLargeError, Lessor, NotPrimaryError, decode_lease_row, encode_lease_row,
-                           min_lease_ttl_s)
+from trietcd.lease import (
+    FOREVER_TTL_S,
+    MAX_LEASE_TTL_S,
+    LeaseExistsError,
+    LeaseExpiredError,
+    LeaseNotFoundError,
+    LeaseTTLTooLargeError,
+    Lessor,
+    NotPrimaryError,
+    decode_lease_row,
+    encode_lease_row,
+    min_lease_ttl_s,
+)
 from trietcd.mvcc import KVStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -3,6 +3,7 @@ the wall clock, so the member's ticks, lease expiry and revoke loop all follow o
 
 import pytest
 import trio
+import trio.lowlevel
 
 from proto.etcdserverpb import raft_internal_pb2, rpc_pb2
 from tests.server.members import make_member, run_member
@@ -109,7 +110,7 @@ async def test_revoke_racing_keep_alive_never_reports_a_revoked_lease_renewed(tm
                 results.append((rev, after, ttl))
                 if after:
                     return
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
 
         async with trio.open_nursery() as nursery:
             for _ in range(4):

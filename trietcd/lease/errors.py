@@ -3,8 +3,14 @@ gRPC errors."""
 
 from __future__ import annotations
 
-__all__ = ["LeaseError", "LeaseNotFoundError", "LeaseExistsError", "LeaseTTLTooLargeError", "NotPrimaryError",
-           "LeaseExpiredError"]
+__all__ = [
+    "LeaseError",
+    "LeaseExistsError",
+    "LeaseExpiredError",
+    "LeaseNotFoundError",
+    "LeaseTTLTooLargeError",
+    "NotPrimaryError",
+]
 
 
 class LeaseError(Exception):

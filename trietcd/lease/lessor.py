@@ -28,12 +28,29 @@ from collections.abc import Iterable
 import attrs
 
 from proto.leasepb import lease_pb2
-from trietcd.lease.errors import (LeaseExistsError, LeaseExpiredError, LeaseNotFoundError, LeaseTTLTooLargeError,
-                                  NotPrimaryError)
+from trietcd.lease.errors import (
+    LeaseExistsError,
+    LeaseExpiredError,
+    LeaseNotFoundError,
+    LeaseTTLTooLargeError,
+    NotPrimaryError,
+)
 
-__all__ = ["Lease", "Lessor", "Recovered", "LEASE_BUCKET", "NO_LEASE", "MAX_LEASE_TTL_S", "LEASE_REVOKE_RATE",
-           "LEASE_CHECKPOINT_RATE", "MAX_CHECKPOINT_BATCH", "FOREVER_TTL_S", "min_lease_ttl_s", "encode_lease_row",
-           "decode_lease_row"]
+__all__ = [
+    "FOREVER_TTL_S",
+    "LEASE_BUCKET",
+    "LEASE_CHECKPOINT_RATE",
+    "LEASE_REVOKE_RATE",
+    "MAX_CHECKPOINT_BATCH",
+    "MAX_LEASE_TTL_S",
+    "NO_LEASE",
+    "Lease",
+    "Lessor",
+    "Recovered",
+    "decode_lease_row",
+    "encode_lease_row",
+    "min_lease_ttl_s",
+]
 
 LEASE_BUCKET = b"lease"  # backend-schema.md §4 (trietcd/backend/schema.py's LEASE)
 NO_LEASE = 0

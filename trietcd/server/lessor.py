@@ -21,12 +21,20 @@ from __future__ import annotations
 import trio
 
 from proto.etcdserverpb import rpc_pb2
-from trietcd.lease import (LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE, MAX_CHECKPOINT_BATCH, LeaseExpiredError,
-                           LeaseNotFoundError, Lessor, NotPrimaryError, min_lease_ttl_s)
+from trietcd.lease import (
+    LEASE_CHECKPOINT_RATE,
+    LEASE_REVOKE_RATE,
+    MAX_CHECKPOINT_BATCH,
+    LeaseExpiredError,
+    LeaseNotFoundError,
+    Lessor,
+    NotPrimaryError,
+    min_lease_ttl_s,
+)
 from trietcd.raft.raft import StateType
 from trietcd.server.errors import RequestTimeoutError, ServerError
 
-__all__ = ["LeaseKeeper", "REVOKE_INTERVAL_S", "MAX_PENDING_REVOKES"]
+__all__ = ["MAX_PENDING_REVOKES", "REVOKE_INTERVAL_S", "LeaseKeeper"]
 
 REVOKE_INTERVAL_S = 0.5
 MAX_PENDING_REVOKES = 16  # revoke proposals in flight at once (etcd's maxPendingRevokes)

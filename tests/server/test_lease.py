@@ -250,3 +250,27 @@ async def test_revoke_loop_rate_limits_and_retries_slow_revokes(autojump_clock):
     for at in first.values():
         per_round[round(at * 2)] = per_round.get(round(at * 2), 0) + 1
     assert max(per_round.values()) <= 500
+
+
+async def test_watchers_see_an_expiry_as_deletes_at_one_revision(tmp_path, clock):
+    async def body(m):
+        stream = m.watch_hub.new_stream()
+        stream.create(b"w/", b"w0", 0)
+        lease_id = await grant(m, 2)
+        for k in (b"w/2", b"w/1", b"w/3"):
+            await m.propose("put", put(k, b"v", lease_id))
+        await wait_until(lambda: not m.lessor.exists(lease_id))
+        responses = []
+
+        def deleted():
+            responses.extend(iter(stream.take, None))
+            return any(e.deleted for r in responses for e in r.events)
+
+        await wait_until(deleted)
+        with_deletes = [r for r in responses if any(e.deleted for e in r.events)]
+        # One response at the revoke's revision holds the three deletes, in key order.
+        assert [(r.revision, [(e.kv.key, e.kv.mod_revision, e.deleted) for e in r.events]) for r in with_deletes] \
+            == [(5, [(b"w/1", 5, True), (b"w/2", 5, True), (b"w/3", 5, True)])]
+        m.watch_hub.close_stream(stream)
+
+    await run_member(make_member(tmp_path / "d"), body)

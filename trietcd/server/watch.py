@@ -15,6 +15,7 @@ each call runs to its end, so the core needs no lock.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -43,6 +44,7 @@ class WatchHub:
         self.core.on_victims = self._victims_added.set
         self._progress_due: dict[WatchStream, float] = {}
         self._progress_changed = trio.Event()
+        self._next_due = math.inf  # when the progress loop wakes next
 
     @property
     def store(self) -> KVStore:
@@ -50,8 +52,9 @@ class WatchHub:
 
     def new_stream(self) -> WatchStream:
         stream = self.core.new_stream()
-        self._progress_due[stream] = trio.current_time() + self._progress_period()
-        self._progress_changed.set()
+        due = self._progress_due[stream] = trio.current_time() + self._progress_period()
+        if due < self._next_due:
+            self._progress_changed.set()
         return stream
 
     def close_stream(self, stream: WatchStream) -> None:
@@ -108,6 +111,7 @@ class WatchHub:
                     self.core.progress_stream(stream)
                     due = self._progress_due[stream] = now + self._progress_period()
                 next_due = min(next_due, due)
+            self._next_due = next_due
             with trio.move_on_at(next_due):
                 await self._progress_changed.wait()
                 self._progress_changed = trio.Event()

@@ -242,6 +242,7 @@ class Bucket:
         """The writable leaf where `key` belongs, materializing the path down to it (a cursor's search, minus
         the cursor)."""
         n = self.root_node if self.root_node is not None else self.node(self.root, None)
+        nodes = self.nodes
         depth = 0
         while not n.is_leaf:
             keys = n.keys
@@ -250,8 +251,11 @@ class Bucket:
             i = bisect_right(keys, key) - 1
             if i < 0:
                 i = 0
-            child = self.node(n.vals[i], n, keys[i])
-            check_child_bounds(keys, i, child)
+            child = nodes.get(n.vals[i])
+            if child is None:
+                # Checked once, when it comes from its page: puts below keep a node inside its separators.
+                child = self.node(n.vals[i], n, keys[i])
+                check_child_bounds(keys, i, child)
             n = child
             depth += 1
             if depth >= DEPTH_MAX:

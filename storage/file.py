@@ -362,27 +362,18 @@ class DB:
             self._cache_pages_n -= old.overflow + 1
 
     def _evict_one(self, cache: OrderedDict) -> None:
-        """Drop the least recently used leaf page (call under `_cache_lock`). Branch pages found on the way move
+        """Drop the least recently used leaf page (call under `_cache_lock`). Branch pages found on the way go
         to the back: there are few of them, every lookup passes through one per level, and decoding one costs
-        many leaves. (Readers of other threads move pages to the back too, without the lock: a page gone
-        meanwhile only means one more try.)"""
+        many leaves. (Every insert and removal holds the lock; readers only move pages to the back.)"""
+        popitem = cache.popitem
         for _ in range(_EVICT_SKIP_MAX):
-            try:
-                pgid = next(iter(cache))
-                page = cache[pgid]
-                if page.is_leaf:
-                    del cache[pgid]
-                    self._cache_pages_n -= page.overflow + 1
-                    return
-                cache.move_to_end(pgid)
-            except (KeyError, RuntimeError, StopIteration):
-                pass
-        try:
-            pgid = next(iter(cache))
-            page = cache.pop(pgid)
-            self._cache_pages_n -= page.overflow + 1
-        except (KeyError, RuntimeError, StopIteration):
-            pass
+            pgid, page = popitem(last=False)
+            if page.is_leaf:
+                break
+            cache[pgid] = page
+        else:
+            pgid, page = popitem(last=False)
+        self._cache_pages_n -= page.overflow + 1
 
     def _commit(self, tx: Tx) -> None:
         """Write the dirty pages, sync, write the meta, sync (the only place that writes a commit)."""

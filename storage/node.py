@@ -43,13 +43,19 @@ class Node:
 
     @classmethod
     def from_page(cls, bucket, page: Page, parent: "Node | None", key: bytes | None) -> "Node":
-        n = cls(bucket, page.is_leaf, parent)
+        n = cls.__new__(cls)  # every field set here: __init__'s empty lists would be thrown away
+        n.bucket = bucket
+        n.is_leaf = is_leaf = page.is_leaf
+        n.unbalanced = False
+        n.spilled = False
         n.pgid = page.pgid
         n.overflow = page.overflow
-        n.keys = list(page.keys)
+        n.parent = parent
+        n.children = []
+        n.keys = keys = list(page.keys)
         n.vals = list(page.vals)
-        n.flags = list(page.flags) if page.is_leaf else None
-        n.key = key if key is not None else (n.keys[0] if n.keys else None)
+        n.flags = list(page.flags) if is_leaf else None
+        n.key = key if key is not None else (keys[0] if keys else None)
         return n
 
     def __repr__(self):

@@ -171,23 +171,27 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
     if table_end > end:
         raise CorruptError(f"{count} elements do not fit in {end} bytes", pgid)
     if flags == LEAF:
-        if not count:
-            return Page(pgid, True, (), (), (), overflow)
+        # Leaves hold few elements: a plain loop beats building column lists here.
         fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
-        klens = fields[2::4]
-        # Every element's key starts `pos` bytes after its own header; the value follows the key.
-        starts = list(map(add, fields[1::4], range(PAGE_HEADER_SIZE, table_end, ELEMENT_SIZE)))
-        kends = list(map(add, starts, klens))
-        vends = list(map(add, kends, fields[3::4]))
-        if max(vends) > end or not min(klens):
-            i = next(i for i in range(count) if vends[i] > end or not klens[i])
-            raise CorruptError(f"leaf element {i} out of bounds or with an empty key", pgid)
-        keys = tuple([buf[a:b] for a, b in zip(starts, kends)])
-        vals = tuple([buf[a:b] for a, b in zip(kends, vends)])
+        keys = [None] * count
+        vals = [None] * count
+        at = PAGE_HEADER_SIZE
+        j = 0
+        for i in range(count):
+            start = at + fields[j + 1]
+            kend = start + fields[j + 2]
+            vend = kend + fields[j + 3]
+            if vend > end or kend == start:
+                raise CorruptError(f"leaf element {i} out of bounds or with an empty key", pgid)
+            keys[i] = buf[start:kend]
+            vals[i] = buf[kend:vend]
+            at += ELEMENT_SIZE
+            j += 4
         _check_sorted(keys, pgid)
-        return Page(pgid, True, keys, vals, fields[0::4], overflow)
+        return Page(pgid, True, tuple(keys), tuple(vals), fields[0::4], overflow)
     if not count:
         raise CorruptError("empty branch page", pgid)
+    # Branches hold many elements: offsets are computed a column at a time.
     fields = struct.unpack_from(f"<{4 * count}I", buf, PAGE_HEADER_SIZE)
     klens = fields[1::4]
     starts = list(map(add, fields[0::4], range(PAGE_HEADER_SIZE, table_end, ELEMENT_SIZE)))

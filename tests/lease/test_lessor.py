@@ -131,6 +131,7 @@ def test_keys_follow_mvcc_changes():
     assert le.lease_of(b"a") == 2
     assert le.time_to_live(1, 0.0)[2] == [b"b"]
     assert le.time_to_live(2, 0.0)[2] == [b"a"]
+    le.check()
     store.put(b"b", b"2", 0)  # no lease any more
     assert le.time_to_live(1, 0.0)[2] == []
     store.delete_range(b"a")
@@ -220,6 +221,7 @@ def test_recover_reads_remaining_ttl_and_clamps():
     assert le.leases[4].remaining_ttl == 120
     le.promote(0.0, 1.0)
     assert le.time_to_live(4, 0.0) == (121, 900, [b"x"])  # the checkpointed remainder counts
+    le.check()
 
 
 def test_promote_extends_and_demote_makes_forever():
@@ -251,6 +253,7 @@ def test_promote_spreads_piled_up_expiries():
         per_second[int(e)] = per_second.get(int(e), 0) + 1
     assert max(per_second.values()) <= 750
     assert expiries[-1] == pytest.approx(11.0 + n / 750, abs=0.01)
+    le.check()
 
 
 def test_promote_below_revoke_rate_does_not_spread():
@@ -372,6 +375,7 @@ def test_random_ops_against_a_naive_model():
         elif op == 5:
             found = set(le.expired(now, 100))
             assert found <= {i for i, (_, e) in model_ttl.items() if e <= now}
+        le.check()
         for i, (ttl, expiry) in model_ttl.items():
             assert le.time_to_live(i, now)[:2] == (int(expiry - now), ttl)
             assert le.time_to_live(i, now)[2] == sorted(k for k, v in model_keys.items() if v == i)

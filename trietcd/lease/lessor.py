@@ -382,6 +382,19 @@ class Lessor:
             out.append((lease_id, remaining))
         return out
 
+    def check(self) -> None:
+        """Asserts the lessor's invariants (tests call it after each step)."""
+        for key, lease_id in self._item_lease.items():
+            assert key in self.leases[lease_id].keys, (key, lease_id)
+        for lease in self.leases.values():
+            assert lease.ttl >= self.min_ttl_s, lease.id  # clamped at grant and at recovery
+            assert (lease.expiry is not None) == self.primary, lease.id
+            for key in lease.keys:
+                assert self._item_lease[key] == lease.id, (key, lease.id)
+        assert self._expiry_entry.keys() <= self.leases.keys()
+        if self.primary:
+            assert self._expiry_entry.keys() == self.leases.keys()
+
     # ---- internals
 
     def _refresh(self, lease: Lease, now: float, extend_s: float) -> None:

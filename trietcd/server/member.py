@@ -20,6 +20,8 @@ Rules:
   released, raft log compacted to 5000 entries behind. WAL, snap and snap.db files beyond --max-wals /
   --max-snapshots are purged every 30 s.
 - Clients are served once this member's attributes are published through raft, as etcd does.
+- Leases (server/lessor.py): the applier and the lease shell change the lessor, both in the event loop's thread;
+  only the leader counts time, from when it has applied the first entry of its term.
 """
 
 from __future__ import annotations

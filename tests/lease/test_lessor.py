@@ -379,3 +379,21 @@ def test_random_ops_against_a_naive_model():
         for i, (ttl, expiry) in model_ttl.items():
             assert le.time_to_live(i, now)[:2] == (int(expiry - now), ttl)
             assert le.time_to_live(i, now)[2] == sorted(k for k, v in model_keys.items() if v == i)
+
+
+def test_put_with_ignore_lease_keeps_the_key_attached():
+    from proto.etcdserverpb import rpc_pb2
+    from trietcd.mvcc.apply import Applier
+
+    store = KVStore()
+    le = make(store=store)
+    kv = Applier(store, le.exists)
+    le.grant(3, 100, 0.0)
+    kv.put(rpc_pb2.PutRequest(key=b"k", value=b"1", lease=3))
+    kv.put(rpc_pb2.PutRequest(key=b"k", value=b"2", ignore_lease=True))
+    assert le.time_to_live(3, 0.0)[2] == [b"k"]
+    kv.put(rpc_pb2.PutRequest(key=b"k", value=b"3"))  # a plain put takes the key off its lease
+    assert le.time_to_live(3, 0.0)[2] == []
+    assert le.revoke(3) == []
+    assert store.range(b"k").kvs[0].value == b"3"
+    le.check()

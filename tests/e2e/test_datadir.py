@@ -181,8 +181,16 @@ def fixture_copy(case: str, destination: Path) -> Path:
     return destination
 
 
-@pytest.mark.parametrize("case", list(FIXTURE_CASES))
-@pytest.mark.parametrize("impl", [impl_param("etcd"), impl_param("trietcd")])
+def _fixture_params():
+    for case, fixture in FIXTURE_CASES.items():
+        for impl in ("etcd", "trietcd"):
+            marks = ()
+            if impl == "trietcd" and fixture.user:
+                marks = (pytest.mark.xfail(reason="auth is not served yet: etcdctl --user fails", strict=True),)
+            yield pytest.param(impl, case, marks=marks, id=f"{impl}-{case}")
+
+
+@pytest.mark.parametrize("impl, case", list(_fixture_params()))
 def test_fixture_served_like_etcd(impl, case, tmp_path):
     fixture = FIXTURE_CASES[case]
     revisions = sorted(set(fixture.hashes) - {0} | {4, 11})  # 4 is compacted, 11 is in the future

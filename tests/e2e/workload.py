@@ -1,8 +1,7 @@
 """Shared helpers of the durability tests (test_crash.py, test_datadir.py): which implementation to start, a small
 grpcio client, etcdctl views of a member's data, and data-dir copies.
 
-Every test here runs against real etcd 3.5.1 and against trietcd. The trietcd cases are expected to fail until the
-durable single member lands; flip DURABLE (or set TRIETCD_DURABLE=1) to make them count.
+Every test here runs against real etcd 3.5.1 and against trietcd.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ grpc = pytest.importorskip("grpc")
 
 from proto.etcdserverpb import rpc_pb2  # noqa: E402
 
-DURABLE = os.environ.get("TRIETCD_DURABLE") == "1"
 
 COMMANDS = {"etcd": servers.ETCD_CMD, "trietcd": servers.TRIETCD_CMD}
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -31,16 +29,9 @@ CALL_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 20.0
 
 
-def needs_durable(*impls: str) -> list:
-    """Marks for a case that runs the given implementations: xfail while a trietcd one is not durable yet."""
-    if "trietcd" in impls and not DURABLE:
-        return [pytest.mark.xfail(reason="durable single member not landed", strict=False)]
-    return []
-
-
-def impl_param(*impls: str, id: str | None = None):
-    """A pytest.param of implementation names, marked by needs_durable."""
-    return pytest.param(*impls, marks=needs_durable(*impls), id=id or "-".join(impls))
+def impl_param(*impls: str, id: str | None = None, marks=()):
+    """A pytest.param of implementation names."""
+    return pytest.param(*impls, marks=marks, id=id or "-".join(impls))
 
 
 def start(impl: str, run_dir: Path, data_dir: Path, *extra: str, name: str = "node1",

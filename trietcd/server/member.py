@@ -687,15 +687,17 @@ class Member:
             done.set()
 
     async def _purger(self) -> None:
+        """etcd's file purge: at start, then every 30 s (the newest --max-wals / --max-snapshots files stay;
+        a WAL segment still locked is never removed)."""
         disk = self.disk
         while True:
-            await trio.sleep(PURGE_INTERVAL_S)
             for dirpath, suffix, keep in ((disk.wal_dir, ".wal", self.config.max_wals),
                                           (disk.snap_dir, ".snap", self.config.max_snapshots),
                                           (disk.snap_dir, ".snap.db", self.config.max_snapshots)):
                 if keep > 0:
                     for name in await trio.to_thread.run_sync(walseg.purge, dirpath, suffix, keep):
                         self.log.info("purged", caller="fileutil/purge.go", path=os.path.join(dirpath, name))
+            await trio.sleep(PURGE_INTERVAL_S)
 
     # ---- publishing this member
 

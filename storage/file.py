@@ -385,23 +385,27 @@ class DB:
             new_size = (end + step - 1) // step * step
             self._file.truncate(new_size)
             self._file_size = new_size
+        # Adjacent pages are written as one run (joined only when there is more than one).
+        write = self._file.write
+        pages = tx.pages
         written = 0
-        run_start = None
-        run: list[bytes] = []
-        run_end = 0
-        for pgid in sorted(tx.pages):
-            data = tx.pages[pgid]
-            if run and pgid * ps == run_end:
-                run.append(data)
-            else:
+        run_start = 0
+        run: list = []
+        run_end = -1
+        for pgid in sorted(pages):
+            data = pages[pgid]
+            offset = pgid * ps
+            if offset != run_end:
                 if run:
-                    self._file.write(run_start, b"".join(run))
-                run_start = pgid * ps
+                    write(run_start, run[0] if len(run) == 1 else b"".join(run))
+                run_start = offset
                 run = [data]
-            run_end = pgid * ps + len(data)
+            else:
+                run.append(data)
+            run_end = offset + len(data)
             written += len(data)
         if run:
-            self._file.write(run_start, b"".join(run))
+            write(run_start, run[0] if len(run) == 1 else b"".join(run))
         self._file_size = max(self._file_size, end)
         if self.fsync:
             self._file.sync()
@@ -416,11 +420,12 @@ class DB:
             # Every written page id now holds new bytes: an overflow page's id drops whatever was cached under
             # it, and a written node's decoded page replaces the old entry.
             decoded = tx.decoded
-            for pgid, data in tx.pages.items():
+            for pgid, data in pages.items():
                 if pgid not in decoded:
                     self._cache_drop(pgid)
-                for p in range(pgid + 1, pgid + len(data) // ps):
-                    self._cache_drop(p)
+                if len(data) > ps:
+                    for p in range(pgid + 1, pgid + len(data) // ps):
+                        self._cache_drop(p)
             for pgid, page in decoded.items():
                 self._cache_add(pgid, page)
         self._freelist.commit()

@@ -227,7 +227,7 @@ class _SlowMember:
 
 async def test_revoke_loop_rate_limits_and_retries_slow_revokes(autojump_clock):
     from trietcd.lease import Lessor
-    from trietcd.server.lessor import LeaseKeeper
+    from trietcd.server.lessor import MAX_PENDING_REVOKES, LeaseKeeper
 
     lessor = Lessor(min_ttl_s=2)
     lessor.promote(trio.current_time(), 0.0)
@@ -239,7 +239,7 @@ async def test_revoke_loop_rate_limits_and_retries_slow_revokes(autojump_clock):
         nursery.start_soon(keeper.run)
         await wait_until(lambda: not lessor.leases, timeout_s=3600)
         nursery.cancel_scope.cancel()
-    assert slow.in_flight_max == 16  # etcd's maxPendingRevokes
+    assert slow.in_flight_max == MAX_PENDING_REVOKES
     first = {}
     for at, field, lease_id in slow.proposed:
         assert field == "lease_revoke"

@@ -54,8 +54,9 @@ def new_lessor(config, *, backend, store) -> Lessor:
 
 
 class LeaseKeeper:
-    """The lessor of one member and the requests on it. `member` gives: propose(field, request), header(rev),
-    the id generator, leadership, the applied/committed indexes, and `wait_change()`."""
+    """The lessor of one member and the requests on it. Of the member it uses: config, propose(field, request),
+    the request-id generator, the raft node (state, term, commit index), the applied index and term,
+    `_wait_applied(index)`, request_timeout_s and log."""
 
     def __init__(self, member, lessor: Lessor) -> None:
         self.member = member

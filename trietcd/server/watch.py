@@ -42,7 +42,9 @@ class WatchHub:
         self._rng = rng or random.Random()
         self._victims_added = trio.Event()
         self.core.on_victims = self._victims_added.set
-        self._progress_due: dict[WatchStream, float] = {}
+        # Per stream: (next tick, its period); the period is drawn once per stream, as etcd's
+        # per-stream ticker.
+        self._progress_due: dict[WatchStream, tuple[float, float]] = {}
         self._progress_changed = trio.Event()
         self._next_due = math.inf  # when the progress loop wakes next
 
@@ -52,7 +54,9 @@ class WatchHub:
 
     def new_stream(self) -> WatchStream:
         stream = self.core.new_stream()
-        due = self._progress_due[stream] = trio.current_time() + self._progress_period()
+        period = self._progress_period()
+        due = trio.current_time() + period
+        self._progress_due[stream] = (due, period)
         if due < self._next_due:
             self._progress_changed.set()
         return stream
@@ -103,13 +107,15 @@ class WatchHub:
         while True:
             now = trio.current_time()
             next_due = now + self.progress_interval_s
-            for stream, due in list(self._progress_due.items()):
+            for stream, (due, period) in list(self._progress_due.items()):
                 if stream.closed:
                     del self._progress_due[stream]
                     continue
                 if due <= now:
                     self.core.progress_stream(stream)
-                    due = self._progress_due[stream] = now + self._progress_period()
+                    while due <= now:  # a ticker: ticks missed while busy are dropped
+                        due += period
+                    self._progress_due[stream] = (due, period)
                 next_due = min(next_due, due)
             self._next_due = next_due
             with trio.move_on_at(next_due):

@@ -12,7 +12,9 @@ than every open reader from pending to free (`Freelist.release`). Readers
 never wait for the writer: the meta they read is swapped under `_meta_lock`
 only after the new meta is durable.
 
-Decoded pages are cached by page id. A page id's bytes change only when the
+Decoded pages are cached by page id, least recently used first out, bounded
+in pages (`cache_pages`; a page with overflow counts them) whether a read
+decoded them or a commit wrote them. A page id's bytes change only when the
 page is rewritten after being freed and released, i.e. when no open
 transaction can reach it; a commit replaces the cache entries of every page
 it writes.
@@ -34,7 +36,7 @@ from .page import (FREELIST, LEAF, NO_FREELIST, PAGE_HEADER_SIZE, CorruptError, 
 from .tx import Tx
 
 DEFAULT_PAGE_SIZE = 4096
-CACHE_PAGES_DEFAULT = 65536  # decoded pages cost about their size in memory: ~256 MiB at 4 KiB pages
+CACHE_PAGES_DEFAULT = 262144  # decoded pages cost about their size in memory: ~1 GiB at 4 KiB pages
 _EVICT_SKIP_MAX = 8  # branch pages passed over before the oldest page goes regardless
 
 

@@ -4,7 +4,10 @@ One `WatchStream` of the hub per gRPC stream; two tasks per stream, as etcd's re
 sendLoop:
 - the receive loop turns each request into a call on the stream: create (the created response,
   or a cancelled one with etcd's reason), cancel (a cancel response only for a watcher that
-  exists), progress (a response with watch ID -1 at the current revision). It stops reading while
+  exists), progress (a response with watch ID -1 at the current revision, sent once every watcher
+  of the stream is synced and after the events already queued: etcd 3.5.1 answers at once, which
+  can announce a revision whose events are still on their way; etcd 3.5.8 on waits like this,
+  and the answer is the same whenever the watchers are synced). It stops reading while
   CTRL_BUF_LEN control responses wait to be sent. When the client half-closes, the stream stays
   open until the client goes away, as in etcd.
 - the send loop takes the stream's responses in order and sends them: prev_kv read from the store

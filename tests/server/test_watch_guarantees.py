@@ -110,6 +110,14 @@ async def test_watch_guarantees_under_concurrent_writes_and_compactions(tmp_path
             async with trio.open_nursery() as writers:
                 for w in range(3):
                     writers.start_soon(writer, member, random.Random(rng.random()), steps, history, 0.03)
+            # One more compaction, and a watcher below it: a compacted response for sure.
+            target = member.store.current_revision - 5
+            if target > max(history.compactions, default=1):
+                history.compactions.append(target)
+                await member.propose("compaction", rpc_pb2.CompactionRequest(revision=target))
+            spec = random_spec(rng)
+            logs[0].specs.append((spec, 1))
+            calls[0].request(spec.request(1))
             final = member.store.current_revision
             # Bookmarkable, and the end of the run: once every watcher is created, a progress
             # request answered at the final revision means every event of the stream's watchers

@@ -169,12 +169,13 @@ class Watcher:
 
 
 class WatcherGroup:
-    """Watchers by key: single keys in a dict, ranges in a list scanned per key. Dicts keep
-    insertion order, so iteration is deterministic."""
+    """Watchers by key: single keys in a dict, ranges by (key, end), the distinct ranges scanned
+    per key (watchers of one prefix cost one comparison). Dicts keep insertion order, so
+    iteration is deterministic."""
 
     def __init__(self) -> None:
         self._keys: dict[bytes, dict[Watcher, None]] = {}
-        self._ranges: dict[Watcher, None] = {}
+        self._ranges: dict[tuple[bytes, bytes], dict[Watcher, None]] = {}
         self._all: dict[Watcher, None] = {}
 
     def __len__(self) -> int:
@@ -191,25 +192,23 @@ class WatcherGroup:
         if w.end is None:
             self._keys.setdefault(w.key, {})[w] = None
         else:
-            self._ranges[w] = None
+            self._ranges.setdefault((w.key, w.end), {})[w] = None
 
     def delete(self, w: Watcher) -> bool:
         if self._all.pop(w, 0) == 0:
             return False
-        if w.end is None:
-            ws = self._keys[w.key]
-            del ws[w]
-            if not ws:
-                del self._keys[w.key]
-        else:
-            del self._ranges[w]
+        table, index = (self._keys, w.key) if w.end is None else (self._ranges, (w.key, w.end))
+        ws = table[index]
+        del ws[w]
+        if not ws:
+            del table[index]
         return True
 
     def matching(self, key: bytes) -> list[Watcher]:
         found = list(self._keys.get(key, ()))
-        for w in self._ranges:
-            if w.key <= key and (not w.end or key < w.end):
-                found.append(w)
+        for (start, end), ws in self._ranges.items():
+            if start <= key and (not end or key < end):
+                found.extend(ws)
         return found
 
 

@@ -223,8 +223,9 @@ class WatchStream:
         self.watchers_max = watchers_max
         self.watchers: dict[int, Watcher] = {}
         self.next_id = 0
-        # (response, counts against capacity) in send order
-        self.queue: collections.deque[tuple[WatchResponse, bool]] = collections.deque()
+        # (response, its size_bytes(), or -1 for one that does not count against capacity), in
+        # send order
+        self.queue: collections.deque[tuple[WatchResponse, int]] = collections.deque()
         self.data_count = 0  # invariant: entries of queue that count against capacity
         self.ctrl_count = 0  # the others
         self.pending_bytes = 0  # invariant: sum of size_bytes() over those that count
@@ -319,10 +320,10 @@ class WatchStream:
         """The next response to send, or None."""
         if not self.queue:
             return None
-        resp, counted = self.queue.popleft()
-        if counted:
+        resp, size = self.queue.popleft()
+        if size >= 0:
             self.data_count -= 1
-            self.pending_bytes -= resp.size_bytes()
+            self.pending_bytes -= size
             if resp.events and self.progress.get(resp.watch_id):
                 self.progress[resp.watch_id] = False  # events were sent: skip the next notification
         else:
@@ -333,12 +334,12 @@ class WatchStream:
         """Queue a watcher's response; False when the stream cannot take more (unless force)."""
         if self.closed:
             return True
+        if not force and self.data_count >= self.capacity:
+            return False  # checked first: victims retry often, and sizing a big response costs
         size = resp.size_bytes()
-        if not force and self.data_count and (
-            self.data_count >= self.capacity or self.pending_bytes + size > self.max_pending_bytes
-        ):
+        if not force and self.data_count and self.pending_bytes + size > self.max_pending_bytes:
             return False
-        self.queue.append((resp, True))
+        self.queue.append((resp, size))
         self.data_count += 1
         self.pending_bytes += size
         if self.on_ready is not None:
@@ -346,17 +347,17 @@ class WatchStream:
         return True
 
     def _push_ctrl(self, resp: WatchResponse) -> None:
-        self.queue.append((resp, False))
+        self.queue.append((resp, -1))
         self.ctrl_count += 1
         if self.on_ready is not None:
             self.on_ready()
 
     def _drop_queued(self, watch_id: int) -> None:
-        if any(counted and r.watch_id == watch_id for r, counted in self.queue):
-            kept = [(r, counted) for r, counted in self.queue if not (counted and r.watch_id == watch_id)]
+        if any(size >= 0 and r.watch_id == watch_id for r, size in self.queue):
+            kept = [(r, size) for r, size in self.queue if not (size >= 0 and r.watch_id == watch_id)]
             self.queue = collections.deque(kept)
-            self.data_count = sum(1 for _, counted in kept if counted)
-            self.pending_bytes = sum(r.size_bytes() for r, counted in kept if counted)
+            self.data_count = sum(1 for _, size in kept if size >= 0)
+            self.pending_bytes = sum(size for _, size in kept if size >= 0)
 
     def close(self) -> None:
         if self.closed:
@@ -541,6 +542,9 @@ class WatchableStore:
         again: dict[Watcher, _Batch] = {}
         for batches in victims:
             for w, batch in batches.items():
+                if w.stream.full():
+                    again[w] = batch
+                    continue
                 if w.send(WatchResponse(w.id, tuple(batch.events), w.min_rev - 1)):
                     moved += 1
                 else:

@@ -338,14 +338,16 @@ class Bucket:
 
     # ---- commit: rebalance, spill, free ----
 
-    def forget_nodes(self) -> None:
+    def forget_nodes(self, spilled: bool) -> None:
         """Drop this transaction's nodes (it ended): nodes link to their parents, children and bucket in
-        cycles, which reference counting alone cannot free."""
+        cycles, which reference counting alone cannot free. (After a spill every node's children list is
+        already empty: only the bucket's own references remain.)"""
         for child in self.buckets.values():
-            child.forget_nodes()
-        for node in self.nodes.values():
-            node.parent = None
-            node.children = []
+            child.forget_nodes(spilled)
+        if not spilled:
+            for node in self.nodes.values():
+                node.parent = None
+                node.children = []
         self.nodes = {}
         self.root_node = None
 

@@ -22,15 +22,30 @@ _COUNT_ESCAPE = 0xFFFF
 
 class Freelist:
     def __init__(self):
-        self.ids: list[int] = []
+        # `_ids[_head:]` are the free ids: single-page allocations advance `_head` instead of deleting from the
+        # front of a long list (one memmove each); `ids` drops the taken prefix first.
+        self._ids: list[int] = []
+        self._head = 0
         self.pending: dict[int, list[int]] = {}
         self._known: set[int] = set()
         self._allocated: list[tuple[int, int]] = []  # (pgid, n) taken from ids by the open write tx
 
+    @property
+    def ids(self) -> list[int]:
+        """The free ids, sorted (a copy: other threads may read it while the writer allocates)."""
+        return self._ids[self._head:]
+
+    def _compacted(self) -> list[int]:
+        """The free ids list itself, taken prefix dropped (the writer's thread only)."""
+        if self._head:
+            del self._ids[:self._head]
+            self._head = 0
+        return self._ids
+
     # ---- queries ----
 
     def free_count(self) -> int:
-        return len(self.ids)
+        return len(self._ids) - self._head
 
     def pending_count(self) -> int:
         return sum(len(v) for v in self.pending.values())
@@ -49,21 +64,25 @@ class Freelist:
 
     def load(self, ids) -> None:
         """Replace the contents with `ids` (all free), e.g. from a freelist page or a reachability walk."""
-        self.ids = sorted(set(ids))
+        self._ids = sorted(set(ids))
+        self._head = 0
         self.pending = {}
-        self._known = set(self.ids)
+        self._known = set(self._ids)
         self._allocated = []
 
     def allocate(self, n: int) -> int:
         """The first id of a run of `n` contiguous free pages taken from `ids`, or 0 when there is none."""
-        ids = self.ids
-        if not ids:
-            return 0
         if n == 1:
-            pgid = ids.pop(0)
+            if self._head == len(self._ids):
+                return 0
+            pgid = self._ids[self._head]
+            self._head += 1
             self._known.discard(pgid)
             self._allocated.append((pgid, 1))
             return pgid
+        ids = self._compacted()
+        if not ids:
+            return 0
         run_start = prev = -2
         for i, pgid in enumerate(ids):
             if pgid != prev + 1:
@@ -91,11 +110,12 @@ class Freelist:
         done = [t for t in self.pending if t < minid]
         if not done:
             return
-        merged = list(self.ids)
+        merged = self._ids[self._head:]
         for t in done:
             merged.extend(self.pending.pop(t))
         merged.sort()
-        self.ids = merged
+        self._ids = merged
+        self._head = 0
 
     def commit(self) -> None:
         """The write transaction committed: its allocations stay taken."""
@@ -108,7 +128,7 @@ class Freelist:
         for pgid, n in self._allocated:
             for p in range(pgid, pgid + n):
                 self._known.add(p)
-                bisect.insort(self.ids, p)
+                bisect.insort(self._compacted(), p)
         self._allocated = []
 
     # ---- page codec ----

@@ -279,11 +279,11 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
     if not fixed:
         table[0::4] = _key_offsets(count, klens)
         table[1::4] = array("I", klens)
-    if max(children) >> 32:
+    try:
+        table[2::4] = array("I", children)
+    except OverflowError:  # a page id past 32 bits: the high halves too
         table[2::4] = array("I", [c & 0xFFFFFFFF for c in children])
         table[3::4] = array("I", [c >> 32 for c in children])
-    else:
-        table[2::4] = array("I", children)
     if _BIG_ENDIAN:
         _swap_table(buf, table_end)
     buf[table_end:size] = data

@@ -147,7 +147,7 @@ class Tx:
             self.rollback()
             raise
         self.closed = True
-        self.root.forget_nodes()
+        self.root.forget_nodes(spilled=True)
         self.db._close_tx(self, committed=True)
         for fn in self.on_commit:
             fn()
@@ -170,7 +170,7 @@ class Tx:
             return
         self.closed = True
         if self.writable:
-            self.root.forget_nodes()
+            self.root.forget_nodes(spilled=False)
             self.db._freelist.rollback(self.meta.txid)
         self.db._close_tx(self, committed=False)
 

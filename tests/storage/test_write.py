@@ -188,6 +188,20 @@ def test_freelist_allocate_runs_and_rollback():
     assert fl.allocate(4) == 0
 
 
+def test_freelist_single_pages_lowest_first_then_runs_and_rollback():
+    fl = Freelist()
+    fl.load([3, 5, 6, 7, 10, 11])
+    assert [fl.allocate(1), fl.allocate(1)] == [3, 5]  # lowest first
+    assert fl.free_count() == 4 and fl.ids == [6, 7, 10, 11]
+    fl.ids.append(99)  # a copy: readers cannot disturb the writer
+    assert fl.allocate(2) == 6 and fl.ids == [10, 11]
+    assert fl.allocate(1) == 10
+    fl.release(1 << 64)
+    fl.rollback(1)
+    assert fl.ids == [3, 5, 6, 7, 10, 11] and fl.free_count() == 6
+    assert [fl.allocate(1) for _ in range(7)] == [3, 5, 6, 7, 10, 11, 0]
+
+
 def test_no_freelist_sync_mode_writes_no_freelist_page():
     f = MemoryFile()
     db = DB(f, no_freelist_sync=True)

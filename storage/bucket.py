@@ -135,7 +135,8 @@ class Bucket:
 
     def _get_from_pages(self, key: bytes) -> bytes | None:
         """`get` when nothing of this bucket is shadowed by nodes: the same walk and checks, inlined, with cached
-        pages taken straight from the database's cache (after the checks `Tx.page` makes)."""
+        pages taken straight from the database's cache (after the checks `Tx.page` makes). Only the leaf is
+        marked recently used: eviction passes over branch pages anyway."""
         tx = self.tx
         db = tx.db
         cache = db._cache
@@ -145,12 +146,10 @@ class Bucket:
         view = cache.get(pgid)
         if view is None or not 2 <= pgid < end - view.overflow:
             view = tx.page(pgid)
+            hit = False
         else:
             hits += 1
-            try:
-                cache.move_to_end(pgid)
-            except KeyError:
-                pass
+            hit = True
         depth = 0
         while not view.is_leaf:
             keys = view.keys
@@ -163,12 +162,10 @@ class Bucket:
             view = cache.get(pgid)
             if view is None or not 2 <= pgid < end - view.overflow:
                 view = tx.page(pgid)
+                hit = False
             else:
                 hits += 1
-                try:
-                    cache.move_to_end(pgid)
-                except KeyError:
-                    pass
+                hit = True
             ckeys = view.keys
             if ckeys and ((i and ckeys[0] < keys[i]) or (i + 1 < len(keys) and ckeys[-1] >= keys[i + 1])):
                 check_child_bounds(keys, i, view)  # raises, naming the page
@@ -177,6 +174,11 @@ class Bucket:
                 raise CorruptError("tree deeper than 64 levels (page reference cycle?)", view.pgid)
         if hits:
             db._stats["cache_hit_n"] += hits
+            if hit:
+                try:
+                    cache.move_to_end(pgid)
+                except KeyError:
+                    pass  # evicted by another thread meanwhile
         keys = view.keys
         i = bisect_left(keys, key)
         if i < len(keys) and keys[i] == key and not view.flags[i] & BUCKET_LEAF_FLAG:

@@ -11,10 +11,10 @@ from trietcd.api.gateway import (
     decode_json_values,
     gateway_app,
     go_base64_decode,
-    go_json_string,
     json_to_message,
     message_to_json,
 )
+from trietcd.gojson import go_string
 from trietcd.wire.grpc_call import GrpcError, Registry, Status
 from trietcd.wire.http1 import Request, StreamingBody
 
@@ -209,8 +209,8 @@ async def test_missing_key_error_exact_bytes(app, body):
 async def test_decode_errors_like_etcd(app, body, message):
     response = await app(post("/v3/kv/range", body))
     assert response.status == 400
-    assert response.body == ('{"error":' + go_json_string(message) + ',"code":3,"message":'
-                             + go_json_string(message) + "}").encode()
+    assert response.body == ('{"error":' + go_string(message) + ',"code":3,"message":'
+                             + go_string(message) + "}").encode()
 
 
 async def test_accepted_oddities(app, etcd):

@@ -27,6 +27,7 @@ import trio
 from google.protobuf.descriptor import FieldDescriptor
 
 from proto.gateway_routes import ROUTES
+from trietcd.gojson import go_string
 from trietcd.metrics import format_float
 from trietcd.wire.grpc_call import GrpcError, Registry, Status, parse_timeout
 from trietcd.wire.http1 import BodyWriter, HttpApp, Request, Response, StreamingBody, split_target
@@ -76,20 +77,6 @@ _INT32_TYPES = frozenset({
 _UINT32_TYPES = frozenset({FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32})
 _FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
 
-_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_GO_ESCAPE_RE = re.compile('["\\\\<>&\u2028\u2029\x00-\x1f]')
-
-
-def go_json_string(text: str) -> str:
-    """`text` as a JSON string the way Go's encoding/json writes it (HTML-safe)."""
-    def one(m: re.Match) -> str:
-        c = m.group()
-        return _GO_ESCAPES.get(c) or f"\\u{ord(c):04x}"
-
-    return '"' + _GO_ESCAPE_RE.sub(one, text) + '"'
-
-
 def message_to_json(message) -> str:
     parts = []
     for field in message.DESCRIPTOR.fields:
@@ -116,7 +103,7 @@ def message_to_json(message) -> str:
 def _map_to_json(field, value) -> str:
     value_field = field.message_type.fields_by_name["value"]
     items = sorted(value.items(), key=lambda kv: kv[0])
-    return "{" + ",".join(f"{go_json_string(str(k))}:{_value_to_json(value_field, v)}" for k, v in items) + "}"
+    return "{" + ",".join(f"{go_string(str(k))}:{_value_to_json(value_field, v)}" for k, v in items) + "}"
 
 
 def _value_to_json(field, value) -> str:
@@ -130,7 +117,7 @@ def _value_to_json(field, value) -> str:
     if t == FieldDescriptor.TYPE_BOOL:
         return "true" if value else "false"
     if t == FieldDescriptor.TYPE_STRING:
-        return go_json_string(value)
+        return go_string(value)
     if t == FieldDescriptor.TYPE_BYTES:
         return '"' + base64.b64encode(value).decode("ascii") + '"'
     if t == FieldDescriptor.TYPE_ENUM:
@@ -436,11 +423,11 @@ def error_body(code: int, message: str) -> bytes:
     # grpc-gateway v1's errorBody {error, code, message} through jsonpb: empty strings omitted.
     parts = []
     if message:
-        parts.append(f'"error":{go_json_string(message)}')
+        parts.append(f'"error":{go_string(message)}')
     if code:
         parts.append(f'"code":{code}')
     if message:
-        parts.append(f'"message":{go_json_string(message)}')
+        parts.append(f'"message":{go_string(message)}')
     return ("{" + ",".join(parts) + "}").encode()
 
 
@@ -452,8 +439,8 @@ def _stream_error_chunk(exc: GrpcError) -> bytes:
     status = http_status_of(exc.code)
     parts = [f'"grpc_code":{int(exc.code)}', f'"http_code":{status}']
     if exc.message:
-        parts.append(f'"message":{go_json_string(exc.message)}')
-    parts.append(f'"http_status":{go_json_string(_STATUS_TEXT.get(status, ""))}')
+        parts.append(f'"message":{go_string(exc.message)}')
+    parts.append(f'"http_status":{go_string(_STATUS_TEXT.get(status, ""))}')
     return ('{"error":{' + ",".join(parts) + "}}").encode()
 
 

@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 
 from trietcd import metrics as metrics_mod
-from trietcd.api.gateway import go_json_string
+from trietcd.gojson import go_string
 from trietcd.wire.http1 import HttpApp, Request, Response, split_target
 
 __all__ = ["http_app", "metrics_app", "clean_path", "HealthCheck"]
@@ -78,7 +78,7 @@ def _health_handler(health: HealthCheck, metrics: metrics_mod.Registry):
             return _go_error(405, "Method Not Allowed", (("Allow", "GET"),))
         healthy, reason = await health(urllib.parse.parse_qs(query, keep_blank_values=True))
         (success if healthy else failures).inc()
-        body = '{"health":"%s","reason":%s}' % ("true" if healthy else "false", go_json_string(reason))
+        body = '{"health":"%s","reason":%s}' % ("true" if healthy else "false", go_string(reason))
         if not healthy:
             return _go_error(503, body)
         # etcd sets no Content-Type here: Go sniffs one and writes it last.

@@ -118,6 +118,11 @@ async def test_watch_guarantees_under_concurrent_writes_and_compactions(tmp_path
             spec = random_spec(rng)
             logs[0].specs.append((spec, 1))
             calls[0].request(spec.request(1))
+            # And one starting in the past above the compaction: it catches up in a sync pass for sure.
+            spec = random_spec(rng)
+            past = member.store.current_revision - 2
+            logs[1].specs.append((spec, past))
+            calls[1].request(spec.request(past))
             final = member.store.current_revision
             # Bookmarkable, and the end of the run: once every watcher is created, a progress
             # request answered at the final revision means every event of the stream's watchers

@@ -60,6 +60,11 @@ experimental-warning-apply-duration experimental-txn-mode-write-with-shared-buff
 experimental-bootstrap-defrag-threshold-megabytes force-new-cluster unsafe-no-fsync""".split()
 
 
+def test_lease_checkpoint_persist_is_etcd_3_5_2s_flag():
+    assert parse_ok(["--experimental-enable-lease-checkpoint-persist"]).experimental_enable_lease_checkpoint_persist
+    assert not parse_ok([]).experimental_enable_lease_checkpoint_persist
+
+
 def test_every_help_flag_is_defined():
     names = {f.name for f in FLAGS}
     assert len(HELP_FLAGS) == 90  # observed: `etcd --help | grep -c '^  --'`
@@ -92,7 +97,8 @@ def test_defaults_are_etcds():
         proxy="off", proxy_failure_wait=5000, proxy_refresh_interval=30000, proxy_dial_timeout=1000,
         proxy_write_timeout=5000, proxy_read_timeout=0, enable_grpc_gateway=True,
         experimental_initial_corrupt_check=False, experimental_corrupt_check_time=0.0,
-        experimental_enable_lease_checkpoint=True, experimental_compaction_batch_limit=0,
+        experimental_enable_lease_checkpoint=True, experimental_enable_lease_checkpoint_persist=False,
+        experimental_compaction_batch_limit=0,
         experimental_watch_progress_notify_interval=0.0, experimental_warning_apply_duration=0.1,
         experimental_downgrade_check_time=5.0, experimental_memory_mlock=False,
         experimental_txn_mode_write_with_shared_buffer=True, experimental_bootstrap_defrag_threshold_megabytes=0,

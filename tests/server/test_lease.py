@@ -274,3 +274,38 @@ async def test_watchers_see_an_expiry_as_deletes_at_one_revision(tmp_path, clock
         m.watch_hub.close_stream(stream)
 
     await run_member(make_member(tmp_path / "d"), body)
+
+
+async def test_persisted_checkpoints_keep_the_remaining_ttl_across_a_restart(tmp_path, mock_clock):
+    # etcd 3.5.2's --experimental-enable-lease-checkpoint-persist: the checkpoint writes RemainingTTL into the
+    # lease row, and a restart starts the lease from it instead of its full TTL.
+    mock_clock.rate = 200
+    data_dir = tmp_path / "d"
+    flags = ("--experimental-enable-lease-checkpoint-persist",)
+
+    async def before(m):
+        lease_id = await grant(m, 900)
+        await trio.sleep(301)
+        await wait_until(lambda: m.lessor.leases[lease_id].remaining_ttl > 0)
+        return lease_id, m.lessor.leases[lease_id].remaining_ttl
+
+    lease_id, remaining = await run_member(make_member(data_dir, *flags), before)
+    assert 590 <= remaining <= 600
+
+    async def after(m):
+        rows = {decode_lease_row(v).ID: decode_lease_row(v) for _, v in m.backend.items(LEASE)}
+        assert (rows[lease_id].TTL, rows[lease_id].RemainingTTL) == (900, remaining)
+        ttl = await m.leases.time_to_live(lease_id, False)
+        assert remaining - 5 <= ttl.TTL <= remaining + 1 and ttl.grantedTTL == 900
+
+    await run_member(make_member(data_dir, *flags), after)
+
+    # Without the flag (etcd 3.5.1's rows) the same restart gives the full TTL again.
+    data_dir2 = tmp_path / "d2"
+    lease_id, remaining = await run_member(make_member(data_dir2), before)
+
+    async def after_without(m):
+        assert decode_lease_row(next(v for _, v in m.backend.items(LEASE))).RemainingTTL == 0
+        assert (await m.leases.time_to_live(lease_id, False)).TTL >= 899
+
+    await run_member(make_member(data_dir2), after_without)

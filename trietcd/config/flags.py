@@ -330,6 +330,10 @@ FLAGS: tuple[FlagSpec, ...] = (
     # through raft, so a new leader does not hand them a full TTL again. etcd 3.4/3.5 members apply those
     # entries, and the lease rows stay {ID, TTL} as 3.5.1 writes them; `=false` gives 3.5.1's behaviour.
     FlagSpec("experimental-enable-lease-checkpoint", "bool", "experimental_enable_lease_checkpoint", True),
+    # etcd 3.5.2's flag (3.5.1 has none): checkpoints also write the remaining TTL into the lease row, so a
+    # restart keeps it too. Off by default, as in etcd: rows then stay byte-equal to 3.5.1's.
+    FlagSpec("experimental-enable-lease-checkpoint-persist", "bool",
+             "experimental_enable_lease_checkpoint_persist", False),
     FlagSpec("experimental-compaction-batch-limit", "int", "experimental_compaction_batch_limit", 0),
     FlagSpec("experimental-watch-progress-notify-interval", "duration",
              "experimental_watch_progress_notify_interval", "0"),

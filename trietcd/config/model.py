@@ -209,6 +209,7 @@ class Config:
     experimental_initial_corrupt_check: bool = False
     experimental_corrupt_check_time: float = 0.0
     experimental_enable_lease_checkpoint: bool = True  # etcd 3.5.1: False; see flags.py
+    experimental_enable_lease_checkpoint_persist: bool = False  # etcd 3.5.2's flag
     experimental_compaction_batch_limit: int = 0
     experimental_watch_progress_notify_interval: float = 0.0
     experimental_warning_apply_duration: float = 0.1

@@ -195,6 +195,7 @@ CONFIG_SCHEMA: dict[str, tuple[str, str]] = {
     "experimental-corrupt-check-time": ("experimental_corrupt_check_time", "time.Duration"),
     "experimental-enable-v2v3": ("experimental_enable_v2v3", "string"),
     "experimental-enable-lease-checkpoint": ("experimental_enable_lease_checkpoint", "bool"),
+    "experimental-enable-lease-checkpoint-persist": ("experimental_enable_lease_checkpoint_persist", "bool"),
     "experimental-compaction-batch-limit": ("experimental_compaction_batch_limit", "int"),
     "experimental-watch-progress-notify-interval": ("experimental_watch_progress_notify_interval",
                                                     "time.Duration"),

@@ -50,6 +50,8 @@ def new_lessor(config, *, backend, store) -> Lessor:
         backend=backend,
         store=store,
         checkpointing=bool(config.experimental_enable_lease_checkpoint),
+        persist_checkpoints=bool(config.experimental_enable_lease_checkpoint
+                                 and config.experimental_enable_lease_checkpoint_persist),
     )
 
 

@@ -111,7 +111,6 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> int | None:
     from trietcd.wire import http1
     from trietcd.wire.listener import serve_url
 
-    _prepare_data_dir(config.data_dir)
     member = Member(config, log=logger)
     registry = build_registry(member)
     connections = ConnectionSet()
@@ -185,11 +184,6 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> int | None:
                 break
             nursery.cancel_scope.cancel()
     return stopped_by
-
-
-def _prepare_data_dir(path: str) -> None:
-    # etcd creates the data dir with 0700 and refuses one it cannot write.
-    os.makedirs(path, mode=0o700, exist_ok=True)
 
 
 def _server_context(tls):

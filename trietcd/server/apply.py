@@ -18,7 +18,6 @@ import json
 import re
 
 import attrs
-from google.protobuf.message import DecodeError
 
 from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
@@ -120,10 +119,7 @@ class EntryApplier:
         if data[0] == 0x08 and is_v2_request(data):
             req = etcdserver_pb2.Request.FromString(data)
             return req.ID, self._apply_v2(req, apply_v3, now_ns)
-        try:
-            irr = raft_internal_pb2.InternalRaftRequest.FromString(data)
-        except DecodeError:
-            irr = gogo.parse_like_gogo(raft_internal_pb2.InternalRaftRequest, data)
+        irr = gogo.parse_like_gogo(raft_internal_pb2.InternalRaftRequest, data)  # protobuf's parse first
         rid = irr.header.ID or irr.ID
         if not apply_v3:
             return None
@@ -212,13 +208,15 @@ class EntryApplier:
         if req.Method == "PUT":
             if req.Path == _VERSION_PATH:
                 if apply_v3:
-                    self.backend.put(schema.CLUSTER, b"clusterVersion", _full_version(req.Val).encode())
+                    # What etcd writes: the version as the v2 store normalized it (go-semver's String()).
+                    self.backend.put(schema.CLUSTER, schema.CLUSTER_VERSION, self.v2.cluster_version().encode())
                 self.log.info("set cluster version", caller="membership/cluster.go",
                               **{"cluster-version": req.Val})
             elif _ATTRIBUTES_PATH.match(req.Path):
                 mid = int(_ATTRIBUTES_PATH.match(req.Path).group(1), 16)
-                if apply_v3 and mid in self.v2.members():
-                    self._save_member_first_time(mid)
+                rec = self.v2.members().get(mid)
+                if apply_v3 and rec is not None:
+                    self._save_member_once(mid, rec.peer_urls, rec.name, rec.client_urls, rec.is_learner)
         self.refresh_membership()
         return None
 
@@ -241,15 +239,13 @@ class EntryApplier:
             else:
                 self.v2.add_member(nid, peer_urls, cc.type == raft_pb2.ConfChangeAddLearnerNode)
                 if apply_v3:
-                    if self.backend.get(schema.MEMBERS, f"{nid:x}".encode()) is None:
-                        self.backend.put(schema.MEMBERS, f"{nid:x}".encode(), schema.member_json(
-                            nid, peer_urls, name=ctx.get("name", ""),
-                            client_urls=ctx.get("clientURLs") or (), is_learner=bool(ctx.get("isLearner"))))
+                    self._save_member_once(nid, peer_urls, ctx.get("name", ""), ctx.get("clientURLs") or (),
+                                           bool(ctx.get("isLearner")))
         elif cc.type == raft_pb2.ConfChangeRemoveNode:
             self.v2.remove_member(nid)
             if apply_v3:
-                self.backend.delete(schema.MEMBERS, f"{nid:x}".encode())
-                self.backend.put(schema.MEMBERS_REMOVED, f"{nid:x}".encode(), b"removed")
+                self.backend.delete(schema.MEMBERS, schema.member_key(nid))
+                self.backend.put(schema.MEMBERS_REMOVED, schema.member_key(nid), schema.MEMBER_REMOVED_VALUE)
         elif cc.type == raft_pb2.ConfChangeUpdateNode:
             self.v2.update_raft_attributes(nid, ctx.get("peerURLs") or [], bool(ctx.get("isLearner")))
         self.refresh_membership()
@@ -265,7 +261,7 @@ class EntryApplier:
         if cc.type in (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeAddLearnerNode):
             if ctx.get("isPromote"):
                 if nid not in members:
-                    return MembershipError("membership: member not found")
+                    return MembershipError("membership: ID not found")
                 if not members[nid].is_learner:
                     return MembershipError("membership: can only promote a learner member")
                 return None
@@ -278,20 +274,19 @@ class EntryApplier:
                 return MembershipError("membership: too many learner members in cluster")
             return None
         if nid not in members:
-            return MembershipError("membership: member not found")
+            return MembershipError("membership: ID not found")
         if cc.type == raft_pb2.ConfChangeUpdateNode:
             used = {u for m in members.values() if m.id != nid for u in m.peer_urls}
             if any(u in used for u in ctx.get("peerURLs") or []):
                 return MembershipError("membership: peerURL exists")
         return None
 
-    def _save_member_first_time(self, mid: int) -> None:
-        key = f"{mid:x}".encode()
+    def _save_member_once(self, mid: int, peer_urls, name: str, client_urls, is_learner: bool) -> None:
+        key = schema.member_key(mid)
         if self.backend.get(schema.MEMBERS, key) is not None:
             return  # etcd 3.5.1 writes a member row once; later updates are dropped
-        rec = self.v2.members()[mid]
         self.backend.put(schema.MEMBERS, key, schema.member_json(
-            mid, list(rec.peer_urls), name=rec.name, client_urls=tuple(rec.client_urls), is_learner=rec.is_learner))
+            mid, list(peer_urls), name=name, client_urls=tuple(client_urls), is_learner=is_learner))
 
 
 class MembershipError(Exception):
@@ -304,8 +299,3 @@ def _request_kind(irr) -> str | None:
         if field.name not in ("header", "ID"):
             return field.name
     return None
-
-
-def _full_version(v: str) -> str:
-    parts = v.split(".")
-    return ".".join((parts + ["0", "0", "0"])[:2] + ["0"])

@@ -35,7 +35,7 @@ from trietcd.wal import snap as snapcodec
 from trietcd.wal.record import encode_metadata
 from trietcd.wal.segment import WAL, Snapshotter, exists as wal_exists, valid_snapshot_entries
 
-__all__ = ["Disk", "open_disk", "member_context"]
+__all__ = ["Disk", "open_disk"]
 
 
 @attrs.define
@@ -58,11 +58,6 @@ class Disk:
             self.backend.close()
         finally:
             self.wal.close()
-
-
-def member_context(member_id: int, peer_urls, name: str = "", is_learner: bool = False) -> bytes:
-    """The ConfChange context etcd writes for an added member (Go JSON of membership.Member)."""
-    return schema.member_json(member_id, list(peer_urls), name=name, is_learner=is_learner)
 
 
 def open_disk(config, *, bootstrap_members, local_id: int, cluster_id: int, log) -> Disk:
@@ -103,7 +98,7 @@ def _bootstrap(config, member_dir, wal_dir, snap_dir, snapshotter, backend, memb
     entries = []
     for i, m in enumerate(sorted(members, key=lambda m: m.id), start=1):
         cc = raft_pb2.ConfChange(id=0, type=raft_pb2.ConfChangeAddNode, node_id=m.id,
-                                 context=member_context(m.id, m.peer_urls, m.name))
+                                 context=schema.member_json(m.id, list(m.peer_urls), name=m.name))
         entries.append(raft_pb2.Entry(Type=raft_pb2.EntryConfChange, Term=1, Index=i, Data=gogo.marshal(cc)))
     hs = raft_pb2.HardState(term=1, vote=0, commit=len(entries))
     wal.save(hs, entries)

@@ -62,6 +62,7 @@ from trietcd.server.reqid import IdGenerator
 from trietcd.server.watch import WatchHub
 from trietcd.v2store import cluster_version_request, publish_request
 from trietcd.wal import segment as walseg
+from trietcd.wal.record import uvarint
 
 __all__ = ["Member"]
 
@@ -148,7 +149,7 @@ class Member:
                 cluster_token=config.initial_cluster_token,
                 client_urls=tuple(config.advertise_client_urls),
             )
-        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+        os.makedirs(config.data_dir, mode=0o700, exist_ok=True)  # as etcd: 0700, refused if not writable
         self.disk = open_disk(
             config,
             bootstrap_members=list(boot.members.values()) if boot else [],
@@ -748,24 +749,14 @@ def _internal_request(field: str, request, rid: int) -> bytes:
     body = request.SerializeToString()
     n = len(body)
     header = _RequestHeader(ID=rid).SerializeToString()  # under 128 bytes: a one-byte length
-    return b"".join((_FIELD_TAGS[field], bytes((n,)) if n < 0x80 else _varint(n), body,
+    return b"".join((_FIELD_TAGS[field], bytes((n,)) if n < 0x80 else uvarint(n), body,
                      b"\xa2\x06", bytes((len(header),)), header))
 
 
 def _field_tags() -> dict[str, bytes]:
     from proto.etcdserverpb import raft_internal_pb2
 
-    return {f.name: _varint(f.number << 3 | 2) for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields}
-
-
-def _varint(n: int) -> bytes:
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return {f.name: uvarint(f.number << 3 | 2) for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields}
 
 
 _FIELD_TAGS = _field_tags()
@@ -775,7 +766,7 @@ def _varint_field(number: int, value: int) -> bytes:
     """A varint field as proto3 encodes it: nothing for 0."""
     if value == 0:
         return b""
-    return bytes((number << 3,)) + _varint(value)
+    return bytes((number << 3,)) + uvarint(value)
 
 
 def resolve_url(url: str) -> str:

@@ -45,7 +45,7 @@ __all__ = [
     "WalError", "CorruptError", "TornWriteError", "SnapshotNotFoundError", "SnapshotMismatchError",
     "MetadataConflictError",
     "crc32c", "crc32c_pure", "CRC_IMPLEMENTATION",
-    "encode_entry", "encode_hard_state", "encode_snapshot", "encode_metadata", "frame",
+    "encode_entry", "encode_hard_state", "encode_snapshot", "encode_metadata", "frame", "uvarint",
     "Encoder", "Decoder", "Reader", "ReadResult", "is_empty_hard_state", "must_sync",
 ]
 
@@ -156,7 +156,8 @@ else:  # pragma: no cover - depends on the environment
 _SMALL_VARINTS = [bytes((n,)) for n in range(128)]
 
 
-def _uvarint(n: int) -> bytes:
+def uvarint(n: int) -> bytes:
+    """n as a protobuf varint (a negative int64 as its ten-byte two's complement)."""
     if n < 0x80:
         if n >= 0:
             return _SMALL_VARINTS[n]
@@ -180,15 +181,15 @@ def _uvarint(n: int) -> bytes:
 
 def encode_entry(entry: raft_pb2.Entry) -> bytes:
     """`raftpb.Entry` as etcd marshals it: Type, Term, Index always, Data when set."""
-    head = b"\x08" + _uvarint(entry.Type) + b"\x10" + _uvarint(entry.Term) + b"\x18" + _uvarint(entry.Index)
+    head = b"\x08" + uvarint(entry.Type) + b"\x10" + uvarint(entry.Term) + b"\x18" + uvarint(entry.Index)
     if not entry.HasField("Data"):
         return head
     data = entry.Data
-    return head + b"\x22" + _uvarint(len(data)) + data
+    return head + b"\x22" + uvarint(len(data)) + data
 
 
 def encode_hard_state(hs: raft_pb2.HardState) -> bytes:
-    return b"\x08" + _uvarint(hs.term) + b"\x10" + _uvarint(hs.vote) + b"\x18" + _uvarint(hs.commit)
+    return b"\x08" + uvarint(hs.term) + b"\x10" + uvarint(hs.vote) + b"\x18" + uvarint(hs.commit)
 
 
 def encode_snapshot(snap: record_pb2.Snapshot) -> bytes:
@@ -227,9 +228,9 @@ def frame(rec_type: int, crc: int, data: bytes | None) -> bytes:
 
 def _append_frame(buf: bytearray, rec_type: int, crc: int, data: bytes | None) -> None:
     assert 0 < rec_type < 0x80
-    head = b"\x08" + _SMALL_VARINTS[rec_type] + b"\x10" + _uvarint(crc)
+    head = b"\x08" + _SMALL_VARINTS[rec_type] + b"\x10" + uvarint(crc)
     if data is not None:
-        head += b"\x1a" + _uvarint(len(data))
+        head += b"\x1a" + uvarint(len(data))
         rec_bytes = len(head) + len(data)
     else:
         rec_bytes = len(head)
@@ -265,7 +266,7 @@ class Encoder:
         entry's bytes are never joined; the CRC is fed its head and its data in turn)."""
         buf = self.buf
         crc = self.crc
-        uv = _uvarint
+        uv = uvarint
         ext = crc32c
         pads = _PADS
         for e in entries:

@@ -22,18 +22,19 @@ import os
 
 import attrs
 
+from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
-from proto import gogo
-from trietcd.backend.backend import Backend
 from trietcd.backend import schema
+from trietcd.backend.backend import Backend
 from trietcd.raft.storage import MemoryStorage
 from trietcd.server.errors import BootstrapError
 from trietcd.v2store import V2Store
 from trietcd.wal import snap as snapcodec
 from trietcd.wal.record import encode_metadata
-from trietcd.wal.segment import WAL, Snapshotter, exists as wal_exists, valid_snapshot_entries
+from trietcd.wal.segment import WAL, Snapshotter, valid_snapshot_entries
+from trietcd.wal.segment import exists as wal_exists
 
 __all__ = ["Disk", "open_disk"]
 

@@ -26,8 +26,6 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-
 import collections
 import ipaddress
 import os
@@ -36,6 +34,7 @@ import socket
 import struct
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -44,20 +43,27 @@ from proto.etcdserverpb import rpc_pb2
 from proto.etcdserverpb.raft_internal_pb2 import RequestHeader as _RequestHeader
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
-from trietcd.log import Logger, logger as default_logger
+from trietcd.log import Logger
+from trietcd.log import logger as default_logger
 from trietcd.mvcc import KVStore
 from trietcd.mvcc.apply import Applier
 from trietcd.raft import errors as raft_errors
-from trietcd.raft.raft import Config as RaftConfig, StateType
+from trietcd.raft.raft import Config as RaftConfig
+from trietcd.raft.raft import StateType
 from trietcd.raft.rawnode import RawNode
 from trietcd.server.alarms import AlarmStore
 from trietcd.server.apply import CompactionResult, EntryApplier, QuotaExceeded
 from trietcd.server.disk import open_disk
-from trietcd.server.errors import (NoSpaceError, ProposalDroppedError, RequestTimeoutError, RequestTooLargeError,
-                                   StoppedError)
+from trietcd.server.errors import (
+    NoSpaceError,
+    ProposalDroppedError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    StoppedError,
+)
+from trietcd.server.lessor import LeaseKeeper, new_lessor
 from trietcd.server.membership import Membership, verify_bootstrap
 from trietcd.server.quota import QUOTA_FIELDS, Quota
-from trietcd.server.lessor import LeaseKeeper, new_lessor
 from trietcd.server.reqid import IdGenerator
 from trietcd.server.watch import WatchHub
 from trietcd.v2store import cluster_version_request, publish_request

@@ -236,3 +236,11 @@ def test_size_follows_stored_revisions_through_compaction():
     assert store.size_bytes() == 2 * one
     store.compact(rev)
     assert store.size_bytes() == one
+def test_live_yields_each_live_keys_current_row_in_key_order():
+    s = KVStore()
+    s.put(b"b", b"1", lease=7)
+    s.put(b"a", b"1")
+    s.put(b"b", b"2", lease=7)
+    s.put(b"c", b"1")
+    s.delete_range(b"c")
+    assert [(kv.key, kv.value, kv.lease) for kv in s.live()] == [(b"a", b"1", 0), (b"b", b"2", 7)]

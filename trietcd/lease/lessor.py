@@ -433,13 +433,4 @@ class Lessor:
 
 def _leased_keys(store) -> Iterable[tuple[bytes, int]]:
     """(key, lease) of every live key with a lease, in key order."""
-    start = b"\x00"
-    while True:
-        kvs = store.read().range(start, b"\x00", limit=1000).kvs
-        for kv in kvs:
-            if kv.lease != NO_LEASE:
-                yield kv.key, kv.lease
-        if len(kvs) < 1000:
-            return
-        start = kvs[-1].key + b"\x00"
-
+    return ((kv.key, kv.lease) for kv in store.live() if kv.lease != NO_LEASE)

@@ -311,6 +311,14 @@ class KVStore:
         if self.backend is not None:
             self.backend.put(META_BUCKET, FINISHED_COMPACT_REV, compact_rev_bytes(rev))
 
+    def live(self) -> Iterator[KeyValue]:
+        """Every live key's current row, in key order: one pass over the index (a paged Range would count
+        the whole range again for every page)."""
+        get = self.bucket.get
+        for ki in self.index.visit(b"", b""):
+            if ki.generations[-1].revs:
+                yield get(ki.modified)
+
     def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
         """Maintenance.HashKV (backend-schema.md §8.2): (hash, current revision,
         compacted revision). CRC-32C of b"key" and each row (key, value) in key

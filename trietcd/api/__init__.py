@@ -20,8 +20,10 @@ __all__ = ["build_registry"]
 
 def build_registry(server) -> Registry:
     from trietcd.api.cluster import ClusterService
+    from trietcd.api.election import ElectionService
     from trietcd.api.kv import KVService
     from trietcd.api.lease import LeaseService
+    from trietcd.api.lock import LockService
     from trietcd.api.maintenance import MaintenanceService
     from trietcd.api.watch import WatchService
 
@@ -49,8 +51,9 @@ def build_registry(server) -> Registry:
     grpc_health = HealthService()
     server.on_stop.append(lambda: grpc_health.set_status(NOT_SERVING))
     registry.add_service(HEALTH_SERVICE, grpc_health.handlers())
-    registry.add_service(v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], {})
-    registry.add_service(v3election_pb2.DESCRIPTOR.services_by_name["Election"], {})
+    registry.add_service(v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server, kv).handlers())
+    registry.add_service(v3election_pb2.DESCRIPTOR.services_by_name["Election"],
+                         ElectionService(server, kv).handlers())
     return registry
 
 

@@ -41,12 +41,13 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (6, ("trietcd.wire",)),
     (7, ("trietcd.api",)),
     (8, ("trietcd.peer",)),
-    (9, ("trietcd.cli", "trietcd.config", "trietcd.__main__")),
+    (9, ("trietcd.cli", "trietcd.config", "trietcd.__main__", "trietcd.embed", "trietcd.testing")),
     # Client programs (benchmark, ...), like etcd's tools/: above the server,
     # which never imports them. Not yet a row of DESIGN.md's table.
     (10, ("trietcd.tools",)),
 )
-METADATA = "trietcd"  # trietcd/__init__.py: version strings only
+METADATA = "trietcd"  # trietcd/__init__.py: version strings, and trietcd.serve loaded from EMBED
+EMBED = "trietcd.embed"
 UTILITIES = ("trietcd.log", "trietcd.metrics", "trietcd.gojson")
 # Utilities that are sans-IO themselves, so cores may import them too.
 PURE_UTILITIES = ("trietcd.gojson",)
@@ -205,7 +206,7 @@ def layer_violation(importer: str, target: str) -> str | None:
             return None
         return "a utility imports no layer"
     if importer == METADATA:
-        return None if target == METADATA else "the package metadata imports no layer"
+        return None if target in (METADATA, EMBED) else "the package metadata imports no layer"
     importer_rank = layer_of(importer)
     if importer_rank is None:
         return "the importing module belongs to no layer (add it to DESIGN.md's table and LAYERS)"

@@ -7,6 +7,7 @@ flags, the environment or signals.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -20,7 +21,7 @@ from trietcd.log import bridge_stdlib_logging, logger
 from trietcd.server.errors import BootstrapError
 from trietcd.wire.listener import ListenError
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "open_member", "serve"]
 
 # etcd adds this much to --max-request-bytes for the gRPC receive limit, so
 # that an oversized request reaches the server and gets etcd's own error.
@@ -100,6 +101,28 @@ def _now() -> float:
 
 async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> int | None:
     """Serves until SIGINT or SIGTERM; returns the signal that stopped it."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_member(config) as (member, addresses, stop):
+            task_status.started((member, addresses))
+            async for signum in signals:
+                logger.info(
+                    "received signal; shutting down",
+                    caller="osutil/interrupt_unix.go",
+                    signal=_GO_SIGNAL_NAMES.get(signum, str(signum)),
+                )
+                await stop()
+                return signum
+    return None
+
+
+@contextlib.asynccontextmanager
+async def open_member(config):
+    """The member of `config` with all its listeners, served while the block runs.
+
+    Yields (member, addresses, stop): `addresses` are the bound listener addresses in the order of
+    listen-client-urls, listen-peer-urls, listen-metrics-urls; `await stop()` is etcd's graceful stop.
+    Leaving the block without it cancels the member (its backend is still closed).
+    """
     from trietcd.api import build_registry
     from trietcd.api.gateway import gateway_app
     from trietcd.api.http import http_app, metrics_app
@@ -168,22 +191,10 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> int | None:
         caller="etcdserver/raft.go",
         **{"local-member-id": f"{member.id:x}", "cluster-id": f"{member.cluster_id:x}"},
     )
-    stopped_by = None
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(member.run, listeners)
-            task_status.started((member, addresses))
-            async for signum in signals:
-                logger.info(
-                    "received signal; shutting down",
-                    caller="osutil/interrupt_unix.go",
-                    signal=_GO_SIGNAL_NAMES.get(signum, str(signum)),
-                )
-                await member.stop(connections.shutdown, SHUTDOWN_GRACE_S)
-                stopped_by = signum
-                break
-            nursery.cancel_scope.cancel()
-    return stopped_by
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(member.run, listeners)
+        yield member, addresses, functools.partial(member.stop, connections.shutdown, SHUTDOWN_GRACE_S)
+        nursery.cancel_scope.cancel()
 
 
 def _server_context(tls):

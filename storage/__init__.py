@@ -10,7 +10,7 @@
 
 from .bucket import Bucket, BucketStats
 from .cursor import Cursor
-from .file import DB, LockTimeoutError, MemoryFile, OsFile, compact
+from .file import DB, LockTimeoutError, MemoryFile, OsFile, compact, compact_tx
 from .page import (BucketExistsError, BucketNameRequiredError, BucketNotFoundError, CorruptError,
                    DatabaseNotOpenError, DatabaseReadOnlyError, IncompatibleValueError, KeyRequiredError,
                    KeyTooLargeError, SequenceOverflowError, StorageError, TxClosedError, TxNotWritableError,
@@ -18,7 +18,7 @@ from .page import (BucketExistsError, BucketNameRequiredError, BucketNotFoundErr
 from .tx import Tx
 
 __all__ = [
-    "DB", "Tx", "Bucket", "BucketStats", "Cursor", "MemoryFile", "OsFile", "compact",
+    "DB", "Tx", "Bucket", "BucketStats", "Cursor", "MemoryFile", "OsFile", "compact", "compact_tx",
     "StorageError", "CorruptError", "DatabaseNotOpenError", "DatabaseReadOnlyError", "TxClosedError",
     "TxNotWritableError", "BucketExistsError", "BucketNotFoundError", "BucketNameRequiredError",
     "KeyRequiredError", "KeyTooLargeError", "ValueTooLargeError", "IncompatibleValueError",

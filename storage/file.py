@@ -464,15 +464,22 @@ def compact(src: DB, dst: DB, *, tx_max_bytes: int = 1 << 20, fill_percent: floa
     Commits whenever about `tx_max_bytes` of keys and values were copied.
     """
     with src.view() as rtx:
-        wtx = dst.begin(True)
-        state = {"tx": wtx, "bytes": 0}
-        try:
-            for name, _ in list(rtx.root.items()):
-                _copy_bucket(rtx.root.bucket(name), state, [name], dst, tx_max_bytes, fill_percent)
-            state["tx"].commit()
-        except BaseException:
+        compact_tx(rtx, dst, tx_max_bytes=tx_max_bytes, fill_percent=fill_percent)
+
+
+def compact_tx(rtx, dst: DB, *, tx_max_bytes: int = 1 << 20, fill_percent: float = 0.9) -> None:
+    """`compact` from the snapshot a read transaction `rtx` sees (it stays open; may run in another thread
+    than the one that began it)."""
+    wtx = dst.begin(True)
+    state = {"tx": wtx, "bytes": 0}
+    try:
+        for name, _ in list(rtx.root.items()):
+            _copy_bucket(rtx.root.bucket(name), state, [name], dst, tx_max_bytes, fill_percent)
+        state["tx"].commit()
+    except BaseException:
+        if not state["tx"].closed:
             state["tx"].rollback()
-            raise
+        raise
 
 
 def _copy_bucket(src_bucket, state, path, dst, tx_max_bytes, fill_percent) -> None:

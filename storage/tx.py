@@ -187,22 +187,28 @@ class Tx:
         Two fresh metas (txid and txid - 1) then pages 2.. of the file as this
         transaction sees them: what bbolt's Tx.WriteTo produces.
         """
+        written = 0
+        for data in self.image_chunks(chunk_bytes):
+            stream.write(data)
+            written += len(data)
+        return written
+
+    def image_chunks(self, chunk_bytes: int = 1 << 20):
+        """The image `write_to` writes, as successive pieces: the two metas, then up to `chunk_bytes` of
+        pages at a time. A reader may pull one piece per call from another thread."""
         self._check_open()
         ps = self.page_size
         meta0 = self.meta.copy()
         meta1 = self.meta.copy()
         meta1.txid = max(meta0.txid - 1, 0)
-        stream.write(meta0.encode(0))
-        stream.write(meta1.encode(1))
-        written = 2 * ps
+        yield meta0.encode(0) + meta1.encode(1)
         end = self.meta.pgid * ps
         offset = 2 * ps
         while offset < end:
             n = min(chunk_bytes, end - offset)
+            self._check_open()
             data = self.db._read(offset, n)
             if len(data) != n:
                 raise CorruptError(f"file ends inside page {offset // ps}", offset // ps)
-            stream.write(data)
-            written += n
+            yield data
             offset += n
-        return written

@@ -20,7 +20,7 @@ import os
 
 import trio
 
-from storage import DB, MemoryFile, compact
+from storage import DB, MemoryFile, compact_tx
 
 from ..wal.record import crc32c
 from . import schema
@@ -39,16 +39,21 @@ class BackendBrokenError(Exception):
 class Snapshot:
     """A read view of one commit: the bbolt image etcd's Snapshot RPC streams, and its hashes.
 
-    Independent of the backend's later commits; safe to use from a worker thread. Close it when done
-    (pages freed after it stay pending while it is open).
+    Independent of the backend's later commits and defrags; safe to use from a worker thread. Close it when
+    done (pages freed after it stay pending while it is open; a file a defrag replaced stays open for it).
     """
 
-    def __init__(self, tx):
+    def __init__(self, tx, on_close=None):
         self._tx = tx
+        self._on_close = on_close
         self.size = tx.size
 
     def write_to(self, stream) -> int:
         return self._tx.write_to(stream)
+
+    def chunks(self, chunk_bytes: int = 1 << 20):
+        """The image in pieces of at most `chunk_bytes` (the first holds the two metas)."""
+        return self._tx.image_chunks(chunk_bytes)
 
     def hash(self) -> int:
         """Maintenance.Hash of this view (see `Backend.hash`)."""
@@ -59,7 +64,12 @@ class Snapshot:
         return hash_tx(self._tx, ())
 
     def close(self) -> None:
+        if self._tx.closed:
+            return
+        db = self._tx.db
         self._tx.rollback()
+        if self._on_close is not None:
+            self._on_close(db)
 
     def __enter__(self):
         return self
@@ -67,6 +77,60 @@ class Snapshot:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class DefragJob:
+    """One defrag in progress (see `Backend.begin_defrag`): a dense copy of the commit it began at, in a
+    fresh file beside the db, and the writes made since, waiting to be applied to it.
+
+    `copy` and `apply` may run in a worker thread; the backend's owner calls the rest.
+    """
+
+    def __init__(self, src_tx, dst: DB, tmp_path: str | None):
+        self._src_tx = src_tx
+        self.dst = dst
+        self.tmp_path = tmp_path
+        self.ops: list[tuple[bytes, bytes, bytes | None]] = []  # writes since the copy's commit, in order
+        self.copied = False
+
+    def copy(self) -> None:
+        """The dense copy of the commit the job began at."""
+        try:
+            compact_tx(self._src_tx, self.dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT)
+        finally:
+            self._src_tx.rollback()
+        self.copied = True
+
+    def take_ops(self) -> list:
+        ops, self.ops = self.ops, []
+        return ops
+
+    def apply(self, ops) -> None:
+        """Replays writes on the copy and commits them (a put or delete overwrites the whole row, so
+        replaying one the copy already holds changes nothing)."""
+        assert self.copied
+        if not ops:
+            return
+        with self.dst.update() as tx:
+            buckets = {}
+            for bucket, key, value in ops:
+                b = buckets.get(bucket)
+                if b is None:
+                    b = buckets[bucket] = tx.bucket(bucket)
+                if value is None:
+                    b.delete(key)
+                else:
+                    b.put(key, value)
+
+    def discard(self) -> None:
+        if not self._src_tx.closed:
+            self._src_tx.rollback()
+        self.dst.close()
+        if self.tmp_path is not None:
+            try:
+                os.unlink(self.tmp_path)
+            except FileNotFoundError:
+                pass
 
 
 # Maintenance.Hash leaves out the rows that differ between members applying the same entries.
@@ -107,6 +171,9 @@ class Backend:
         self._broken: BaseException | None = None
         self._closed = False
         self._conf_state: bytes | None = None  # `confState` JSON to write at the next commit
+        self._defrag: DefragJob | None = None  # a defrag in progress: writes are recorded for it too
+        self._snapshots_open: dict[DB, int] = {}  # open Snapshots per file
+        self._retired: set[DB] = set()  # files a defrag replaced, open while Snapshots of them are
         self._ensure_buckets()
         self._open_views()
         index, term = self._stored_consistent_index()
@@ -156,6 +223,8 @@ class Backend:
             buf = self._buf.bucket(bucket)
         buf.put(key, value)
         self.pending += 1
+        if self._defrag is not None:
+            self._defrag.ops.append((bucket, key, value))
 
     def delete(self, bucket: bytes, key: bytes) -> None:
         assert self._write_block is None, self._write_block
@@ -165,6 +234,8 @@ class Backend:
             buf = self._buf.bucket(bucket)
         buf.put(key, None)
         self.pending += 1
+        if self._defrag is not None:
+            self._defrag.ops.append((bucket, key, None))
 
     # ---- reads (buffer over the last commit) ----
 
@@ -322,48 +393,110 @@ class Backend:
         return self._size_in_use_bytes
 
     def snapshot(self) -> Snapshot:
-        """Commit, then a read view of the db to stream (close it when done)."""
+        """Commit, then a read view of the db to stream (close it when done, in the owner's thread)."""
         self.commit()
-        return Snapshot(self._db.begin(False))
+        db = self._db
+        snap = Snapshot(db.begin(False), self._snapshot_closed)
+        self._snapshots_open[db] = self._snapshots_open.get(db, 0) + 1
+        return snap
+
+    def _snapshot_closed(self, db) -> None:
+        n = self._snapshots_open[db] - 1
+        if n:
+            self._snapshots_open[db] = n
+            return
+        del self._snapshots_open[db]
+        if db in self._retired:
+            self._retired.discard(db)
+            db.close()
+
+    # ---- defrag
 
     def defrag(self) -> None:
-        """Commit, then rewrite the db densely into a fresh file (`<db>.tmp.<digits>` beside it) and
-        rename it over the db (etcd's Defragment). Reads and writes wait: it runs in the caller."""
+        """etcd's Defragment, all in the caller: commit, copy the db densely into a fresh file
+        (`<db>.tmp.<digits>` beside it), rename that over the db. Reads and writes wait."""
+        job = self.begin_defrag()
+        try:
+            job.copy()
+            self._check_can_commit()
+            self._run_hook()
+            job.apply(job.take_ops())
+            self._swap(job)
+        except BaseException:
+            self.abort_defrag(job)
+            raise
+
+    def begin_defrag(self) -> DefragJob:
+        """Commit, then start a defrag of that commit; from now on every write is also recorded for the job.
+
+        The caller runs `job.copy()` (a worker thread may: reads and writes go on meanwhile), may replay the
+        recorded writes with `job.apply(job.take_ops())` while more arrive, and ends with `finish_defrag_async`
+        (or `abort_defrag`). The db file is replaced only by an atomic rename of a complete, synced copy, so a
+        crash at any point leaves either the old file or the new one, each consistent with its own
+        consistent index."""
+        assert self._defrag is None, "a defrag already runs"
         self.commit()
         self._check_can_commit()
+        tmp = self._create_temp_file() if self.path is not None else None
+        try:
+            if tmp is None:
+                dst = DB(MemoryFile(), no_freelist_sync=True, fsync=self._fsync)
+            else:
+                dst = DB.open(tmp, no_freelist_sync=True, fsync=self._fsync)
+        except BaseException:
+            if tmp is not None:
+                os.unlink(tmp)
+            raise
+        job = DefragJob(self._db.begin(False), dst, tmp)
+        self._defrag = job
+        return job
+
+    async def finish_defrag_async(self, job: DefragJob) -> None:
+        """The last step of a defrag: the writes not replayed yet go to the copy (in a worker thread; reads go
+        on, writes must wait), then the copy replaces the db."""
+        assert job is self._defrag and job.copied
+        self._check_can_commit()
+        self._run_hook()
+        self._write_block = "backend write while a defrag finishes"
+        try:
+            await trio.to_thread.run_sync(job.apply, job.take_ops())
+        except BaseException:
+            self._write_block = None
+            self.abort_defrag(job)
+            raise
+        self._write_block = None
+        try:
+            self._swap(job)
+        except BaseException:
+            self.abort_defrag(job)
+            raise
+
+    def abort_defrag(self, job: DefragJob) -> None:
+        """Drop a defrag: the db stays as it is, the copy is removed."""
+        if self._defrag is job:
+            self._defrag = None
+        job.discard()
+
+    def _swap(self, job: DefragJob) -> None:
+        # The copy holds every commit and every pending write: rename it over the db first (if that fails
+        # nothing changed), then drop the old file's transactions and serve from the copy.
+        if job.tmp_path is not None:
+            os.rename(job.tmp_path, self.path)
+            job.tmp_path = None
+            if self._fsync:
+                _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        self._defrag = None
+        old = self._db
         self._wtx.rollback()
         self._rtx.rollback()
-        try:
-            self._defrag_copy()
-        except BaseException as e:
-            if self._db is None:  # the old file was closed already: nothing left to serve from
-                self._break(e)
-                raise
-            self._open_views()  # the old file is intact: carry on with it
-            raise
+        self._db = job.dst
+        if self._snapshots_open.get(old):
+            self._retired.add(old)
+        else:
+            old.close()
         self._open_views()
-
-    def _defrag_copy(self) -> None:
-        """Replace `_db` by a compacted copy (`_db` is None between closing the old and opening the new)."""
-        if self.path is None:
-            dst = DB(MemoryFile(), no_freelist_sync=True, fsync=self._fsync)
-            compact(self._db, dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT)
-            self._db.close()
-            self._db = dst
-            return
-        tmp = self._create_temp_file()
-        try:
-            with DB.open(tmp, no_freelist_sync=True, fsync=self._fsync) as dst:
-                compact(self._db, dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        self._db.close()
-        self._db = None
-        os.rename(tmp, self.path)
-        if self._fsync:
-            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-        self._db = DB.open(self.path, no_freelist_sync=True, fsync=self._fsync)
+        self._buf.clear()
+        self.pending = 0
 
     def _create_temp_file(self) -> str:
         while True:
@@ -387,8 +520,12 @@ class Backend:
             if not self._wtx.closed:
                 self._wtx.rollback()
             self._rtx.rollback()
-            if self._db is not None:
-                self._db.close()
+            if self._defrag is not None:
+                self.abort_defrag(self._defrag)
+            self._db.close()
+            for db in self._retired:
+                db.close()
+            self._retired.clear()
 
     def __enter__(self):
         return self

@@ -81,6 +81,8 @@ WAIT_SWEEP_S = 0.1
 # (see Member._wal_save).
 WAL_INLINE_SYNC_MAX_S = 0.002
 COMPACTION_PAUSE_S = 0.01
+DEFRAG_CATCH_UP_ROUNDS = 3  # replays of the writes made during a defrag's copy before the last, blocking one
+DEFRAG_CATCH_UP_OPS_MIN = 1000  # with fewer writes waiting than this, the last replay takes them
 CLUSTER_VERSION = "3.5.0"
 
 ServeTask = Callable[..., Awaitable[None]]
@@ -219,6 +221,8 @@ class Member:
         self._proposals: list[tuple[int, bytes]] = []
         self._ticks = 0
         self._campaign = False
+        self._transferee = 0  # a leadership transfer for the raft loop to start
+        self._defrag_lock = trio.Lock()
         self._raft_wake = trio.Event()
         self._read_batch = _ReadBatch(self._read_ctx())
         self._reads_in_flight: dict[bytes, _ReadBatch] = {}
@@ -400,6 +404,51 @@ class Member:
         async with self._backend_lock:
             return self.backend.hash()
 
+    # --- maintenance ------------------------------------------------------
+
+    async def snapshot(self):
+        """A read view of the backend after committing what is pending (a `backend.Snapshot`; the caller
+        closes it). Writes go on while it is read."""
+        async with self._backend_lock:
+            await self.backend.commit_async()
+            return self.backend.snapshot()
+
+    async def defragment(self) -> None:
+        """etcd's Defragment, without stopping the member: the copy of the last commit is made in a worker
+        thread while reads and writes go on; the writes made meanwhile are replayed on the copy, the last
+        ones with writes paused, and the copy is renamed over the db. One defrag at a time."""
+        async with self._defrag_lock:
+            async with self._backend_lock:
+                await self.backend.commit_async()
+                job = self.backend.begin_defrag()
+            try:
+                await trio.to_thread.run_sync(job.copy)
+                for _ in range(DEFRAG_CATCH_UP_ROUNDS):
+                    if len(job.ops) < DEFRAG_CATCH_UP_OPS_MIN:
+                        break
+                    await trio.to_thread.run_sync(job.apply, job.take_ops())
+                async with self._backend_lock:
+                    await self.backend.finish_defrag_async(job)
+            except BaseException:
+                self.backend.abort_defrag(job)
+                raise
+
+    async def move_leader(self, transferee: int, timeout_s: float) -> bool:
+        """Hands leadership to `transferee` (a voting member; the caller checked) and waits until it leads;
+        False when that took longer than timeout_s."""
+        if self.leader_id == transferee:
+            return True
+        self.log.info("leadership transfer starting", caller="etcdserver/server.go",
+                      **{"local-member-id": f"{self.id:x}", "current-leader-member-id": f"{self.leader_id:x}",
+                         "transferee-member-id": f"{transferee:x}"})
+        self._transferee = transferee
+        self._raft_wake.set()
+        with trio.move_on_after(timeout_s):
+            while self.leader_id != transferee:
+                await self._changed.wait()
+            return True
+        return False
+
     async def health(self, query: dict[str, list[str]]) -> tuple[bool, str]:
         excluded = {a.upper() for a in query.get("exclude", ())}
         for _, alarm in self.alarms.list():
@@ -496,6 +545,9 @@ class Member:
         if self._campaign:
             self._campaign = False
             node.campaign()
+        if self._transferee:
+            node.transfer_leader(self._transferee)
+            self._transferee = 0
         if self._proposals:
             proposals, self._proposals = self._proposals, []
             try:

@@ -15,7 +15,7 @@ import attrs
 
 from trietcd import config as config_mod
 
-__all__ = ["Embedded", "config_from_flags", "serve"]
+__all__ = ["Embedded", "config_from_flags", "flags_to_argv", "serve"]
 
 
 @attrs.frozen
@@ -76,8 +76,12 @@ async def serve(config: config_mod.Config | None = None, /, **flags: Any) -> Asy
 def config_from_flags(*, environ: Mapping[str, str] | None = None, **flags: Any) -> config_mod.Config:
     """etcd's flags given as keywords -> Config, through the command's own parser (same defaults, checks
     and error texts; a ConfigError says what is wrong). `environ` is {} unless given."""
-    argv = [f"--{name.replace('_', '-')}={_flag_value(value)}" for name, value in flags.items()]
-    return config_mod.parse(argv, dict(environ or {}), default_host=config_mod.detect_default_host())
+    return config_mod.parse(flags_to_argv(flags), dict(environ or {}), default_host=config_mod.detect_default_host())
+
+
+def flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
+    """{"data_dir": "/d", "listen_client_urls": [a, b]} -> ["--data-dir=/d", "--listen-client-urls=a,b"]."""
+    return [f"--{name.replace('_', '-')}={_flag_value(value)}" for name, value in flags.items()]
 
 
 def _flag_value(value: Any) -> str:

@@ -104,6 +104,7 @@ def test_defaults_are_etcds():
         experimental_txn_mode_write_with_shared_buffer=True, experimental_bootstrap_defrag_threshold_megabytes=0,
         force_new_cluster=False, unsafe_no_fsync=False, config_file="",
         client_transport_security=TLSInfo(), peer_transport_security=TLSInfo(),
+        tls_min_version="TLS1.2", tls_max_version="",  # etcd 3.5.10's flags
     )
     assert {k: getattr(c, k) for k in expected} == expected
     assert set(expected) | {"log"} == {a.name for a in attrs.fields(Config)}

@@ -153,8 +153,8 @@ async def open_member(config):
         metrics=metrics,
         cors=config.cors,
     )
-    client_tls = _server_context(config.client_transport_security)
-    peer_tls = _server_context(config.peer_transport_security)
+    client_tls = _server_tls(config, peer=False)
+    peer_tls = _server_tls(config, peer=True)
     # The gateway takes base64 values in JSON: room for a request etcd accepts.
     http1_limits = http1.Limits(body_bytes_max=max(4 << 20, 2 * limits.max_recv_message_bytes))
     serve = functools.partial(serve_url, h2_limits=limits, http1_limits=http1_limits, connections=connections)
@@ -197,9 +197,54 @@ async def open_member(config):
         nursery.cancel_scope.cancel()
 
 
-def _server_context(tls):
-    if not tls.cert_file and not tls.key_file:
-        return None
-    from trietcd.wire.tls import server_context
+def _server_tls(config, *, peer: bool):
+    """The TLS of the client (or peer) listeners, as etcd's embed.configure*Listeners sets it up:
+    None when no certificate is given; with --auto-tls (and no certificate) etcd's self-signed pair
+    under <data-dir>/fixtures/client (or peer), which replaces every other TLS setting, as in etcd."""
+    import datetime
 
-    return server_context(tls.cert_file, tls.key_file, tls.trusted_ca_file, tls.client_cert_auth)
+    from trietcd.config import TLSInfo
+    from trietcd.wire.tls import ServerTLS, ServerTLSConfig, TLSConfigError, check_versions, self_signed_cert
+
+    which = "peer" if peer else "client"
+    info = config.peer_transport_security if peer else config.client_transport_security
+    urls = config.listen_peer_urls if peer else config.listen_client_urls
+    try:
+        check_versions(config.tls_min_version, config.tls_max_version, config.cipher_suites)
+        if info.auto_tls and not info.empty():
+            logger.warn(f"ignoring {which} auto TLS since certs given", caller="embed/config.go")
+        elif info.auto_tls:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            hosts = [url.split("://", 1)[-1].split("/", 1)[0] for url in urls]
+            directory = os.path.join(config.data_dir, "fixtures", which)
+            cert_file, key_file, created = self_signed_cert(directory, hosts, config.self_signed_cert_validity, now)
+            if created:
+                not_after = now + datetime.timedelta(days=365 * config.self_signed_cert_validity)
+                logger.warn("automatically generate certificates", caller="transport/listener.go",
+                            **{"certificate-validity-bound-not-after": not_after.isoformat(timespec="milliseconds")})
+                logger.info("created cert file", caller="transport/listener.go", path=cert_file)
+                logger.info("created key file", caller="transport/listener.go", path=key_file)
+            info = TLSInfo(cert_file=cert_file, key_file=key_file, client_cert_file=cert_file,
+                           client_key_file=key_file)
+        if info.empty():
+            if any(url.startswith(("https:", "unixs:")) for url in urls):
+                if peer:
+                    raise ListenError(f"cannot listen on TLS for {urls[0].split('://', 1)[-1]}: "
+                                      "KeyFile and CertFile are not presented")
+                bad = next(url for url in urls if url.startswith(("https:", "unixs:")))
+                raise ListenError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {bad} "
+                                  "with HTTPS scheme")
+            return None
+        server = ServerTLS(ServerTLSConfig(
+            cert_file=info.cert_file, key_file=info.key_file, trusted_ca_file=info.trusted_ca_file,
+            client_cert_auth=info.client_cert_auth, crl_file=info.crl_file, allowed_cn=info.allowed_cn,
+            allowed_hostname=info.allowed_hostname, cipher_suites=config.cipher_suites,
+            min_version=config.tls_min_version, max_version=config.tls_max_version,
+        ))
+    except TLSConfigError as exc:
+        raise ListenError(str(exc)) from None
+    logger.info(f"starting with {which} TLS", caller="embed/etcd.go",
+                **{"tls-info": f"cert = {info.cert_file}, key = {info.key_file}, trusted-ca = {info.trusted_ca_file}, "
+                               f"client-cert-auth = {str(info.client_cert_auth).lower()}, crl-file = {info.crl_file}",
+                   "cipher-suites": list(config.cipher_suites)})
+    return server

@@ -12,7 +12,7 @@ from trietcd.wire import http1
 from trietcd.wire.conn import ConnectionSet
 from trietcd.wire.grpc_call import Registry
 from trietcd.wire.h2_conn import H2Limits
-from trietcd.wire.listener import HTTPS_PLAINTEXT_ANSWER, PrefixedStream, parse_url, serve_http1, serve_url
+from trietcd.wire.listener import PrefixedStream, parse_url, serve_http1, serve_url
 from trietcd.wire.sniff import H2_PREFACE
 from trietcd.wire.tls import server_context
 
@@ -339,9 +339,10 @@ async def test_https_http1(nursery, cert_files, alpn):
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"GET /secure 0 ipv4")
 
 
-async def test_https_rejects_plaintext_like_go(nursery, cert_files):
+async def test_https_rejects_plaintext_like_etcd(nursery, cert_files):
+    # etcd 3.5.1 closes without a word: its TLS listener fails the handshake before any HTTP server runs.
     address = await start(nursery, "https://127.0.0.1:0", ssl_context=server_context(*cert_files))
-    assert await exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == HTTPS_PLAINTEXT_ANSWER
+    assert await exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") in (b"", b"<RST>")
     assert await exchange(address, H2_PREFACE) in (b"", b"<RST>")
 
 

@@ -296,6 +296,9 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("peer-cert-allowed-cn", "str", _P + "allowed_cn", ""),
     FlagSpec("peer-cert-allowed-hostname", "str", _P + "allowed_hostname", ""),
     FlagSpec("cipher-suites", "strings", "cipher_suites", ""),
+    # etcd 3.5.10's flags (3.5.1 has none): the TLS version range of client and peer listeners.
+    FlagSpec("tls-min-version", "str", "tls_min_version", "TLS1.2"),
+    FlagSpec("tls-max-version", "str", "tls_max_version", ""),
     FlagSpec("experimental-peer-skip-client-san-verification", "bool", _P + "skip_client_san_verify", False),
     FlagSpec("cors", "urls", "cors", "*", ("*",)),
     FlagSpec("host-whitelist", "ustrings", "host_whitelist", "*"),

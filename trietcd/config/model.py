@@ -176,6 +176,8 @@ class Config:
     peer_transport_security: TLSInfo = attrs.field(factory=_tls)
     self_signed_cert_validity: int = 1
     cipher_suites: tuple[str, ...] = ()
+    tls_min_version: str = "TLS1.2"         # etcd 3.5.10's flag
+    tls_max_version: str = ""               # etcd 3.5.10's flag; "" = TLS 1.2, as 3.5.1 caps it
     cors: tuple[str, ...] = ("*",)
     host_whitelist: tuple[str, ...] = ("*",)
     # auth

@@ -13,6 +13,7 @@ Every log line etcd would write on the way is kept, in order, in Config.log or C
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from typing import Any, Mapping, TextIO
 
@@ -25,6 +26,7 @@ from trietcd.config.flags import (
 from trietcd.config.gotypes import GoError, new_urls, parse_ip, split_host_port, parse_url
 from trietcd.config.model import Config, ConfigError, LogLine, TLSInfo
 from trietcd.config.yamlfile import CONFIG_SCHEMA, PROXY_SCHEMA, YamlError, decode, load_json_like
+from trietcd.wire.tls import TLSConfigError, check_versions, tls_version
 
 __all__ = ["parse"]
 
@@ -345,6 +347,13 @@ def _validate(s: dict[str, Any], log: _Log) -> None:
         raise _Invalid(ERR_UNSET_ADVERTISE)
     if s["auto_compaction_mode"] not in ("", "revision", "periodic"):
         raise _Invalid(f"unknown auto-compaction-mode {go_quote(s['auto_compaction_mode'])}")
+    # etcd 3.5.10's checks of its TLS version flags (cipher suite names are checked at start-up).
+    try:
+        check_versions(s["tls_min_version"], s["tls_max_version"], ())
+    except TLSConfigError as exc:
+        raise _Invalid(str(exc)) from None
+    if tls_version(s["tls_min_version"]) == ssl.TLSVersion.TLSv1_3 and s["cipher_suites"]:
+        raise _Invalid("cipher suites cannot be configured when only TLS1.3 is enabled")
 
 
 def _setup_logging(s: dict[str, Any], log: _Log) -> None:

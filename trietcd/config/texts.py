@@ -80,6 +80,9 @@ _SECTIONS: list[tuple[str, list[tuple[str, str | None, list[str]]]]] = [
         ("self-signed-cert-validity", "'1'", ["Validity of generated certificates, in years."]),
         ("peer-crl-file", "''", ["Certificate revocation list for peer certificates."]),
         ("cipher-suites", "''", ["Comma-separated TLS cipher suites (empty: the defaults)."]),
+        ("tls-min-version", "'TLS1.2'", ["Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3."]),
+        ("tls-max-version", "''", [
+            "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty: TLS1.2, as etcd 3.5.1)."]),
         ("cors", "'*'", ["Comma-separated allowed CORS origins (empty or * allows all)."]),
         ("host-whitelist", "'*'", ["Comma-separated accepted Host names on insecure listeners (empty or * allows all)."]),
     ]),

@@ -173,6 +173,8 @@ CONFIG_SCHEMA: dict[str, tuple[str, str]] = {
     "max-request-bytes": ("max_request_bytes", "uint"),
     "self-signed-cert-validity": ("self_signed_cert_validity", "uint"),
     "cipher-suites": ("cipher_suites", "[]string"),
+    "tls-min-version": ("tls_min_version", "string"),
+    "tls-max-version": ("tls_max_version", "string"),
     "initial-cluster-state": ("initial_cluster_state", "string"),
     "discovery-srv": ("discovery_srv", "string"),
     "discovery-srv-name": ("discovery_srv_name", "string"),

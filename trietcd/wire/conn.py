@@ -25,6 +25,7 @@ from trietcd.wire import h2_conn as hc
 from trietcd.wire import h2_frames as f
 from trietcd.wire.grpc_call import GrpcError, Registry, Status
 from trietcd.wire.h2_conn import H2Connection, H2Limits
+from trietcd.wire.tls import common_name as tls_common_name
 
 log = logging.getLogger("trietcd.wire")
 
@@ -38,6 +39,7 @@ class Call:
 
     __slots__ = (
         "peer",
+        "tls_common_name",
         "deadline",
         "path",
         "_shell",
@@ -60,6 +62,8 @@ class Call:
 
     def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str):
         self.peer = shell.peer
+        # The Subject CN of the verified client certificate of a TLS connection, else None.
+        self.tls_common_name = shell.tls_common_name
         self.deadline = deadline
         self.path = path
         self._shell = shell
@@ -145,6 +149,7 @@ class _Connection:
         self.registry = registry
         self.limits = limits
         self.peer = peer
+        self.tls_common_name = tls_common_name(stream) if isinstance(stream, trio.SSLStream) else None
         self.conn = H2Connection(limits, trio.current_time())
         self.calls: dict[int, Call] = {}
         self.send_space = trio.lowlevel.ParkingLot()

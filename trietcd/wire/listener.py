@@ -4,10 +4,13 @@ One task per connection; every connection task catches and logs its own failure,
 client never takes the listener down. Per connection:
 
 1. Read until `sniff.classify` decides, within `sniff_timeout_s` (silent clients are dropped).
-2. On a secure listener (an `ssl_context` is given) a TLS ClientHello starts TLS; the ALPN
-   choice then decides ("h2" -> HTTP/2, "http/1.1" -> HTTP/1.1, none -> sniff again inside).
-   Plain HTTP/1 on a secure listener gets Go's "Client sent an HTTP request to an HTTPS
-   server." answer; anything else is closed.
+2. On a secure listener (an `ssl_context` is given) a TLS ClientHello starts TLS; the handshake
+   must finish within `sniff_timeout_s`; a `tls.ServerTLS` then checks the client certificate
+   (CRL, allowed CN or hostname). The ALPN choice decides ("h2" -> HTTP/2, "http/1.1" ->
+   HTTP/1.1, none -> sniff again inside). Anything that is not TLS on a secure listener, plain
+   HTTP included, is closed without an answer: etcd 3.5.1 finishes the handshake in its TLS
+   listener before any HTTP server sees the bytes, so Go's "Client sent an HTTP request to an
+   HTTPS server." reply never happens there. Every refusal is logged as "rejected connection".
 3. The HTTP/2 preface goes to `connections.serve_h2` (when a registry is given), an HTTP/1.x
    request line to `serve_http1` (when an HTTP app is given); garbage is closed.
 
@@ -28,14 +31,14 @@ import urllib.parse
 import trio
 
 from trietcd.wire import http1, sniff
+from trietcd.wire.tls import ServerTLS, TLSConfigError, TLSRejected
 from trietcd.wire.grpc_call import Registry
 from trietcd.wire.h2_conn import H2Limits
 
-__all__ = ["serve_url", "serve_http1", "ListenError", "PrefixedStream", "parse_url", "HTTPS_PLAINTEXT_ANSWER"]
+__all__ = ["serve_url", "serve_http1", "ListenError", "PrefixedStream", "parse_url"]
 
 log = logging.getLogger("trietcd.wire.listener")
 
-HTTPS_PLAINTEXT_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 # HTTP/1.1 keep-alive connections with no request in flight are closed after this long.
 IDLE_TIMEOUT_S = 300.0
 # Once a request's first byte arrived, its head and body must be complete within this.
@@ -103,7 +106,7 @@ async def serve_url(
     registry: Registry | None,
     http_app: http1.HttpApp | None,
     h2_limits: H2Limits,
-    ssl_context: ssl.SSLContext | None,
+    ssl_context: ssl.SSLContext | ServerTLS | None,
     connections,
     sniff_timeout_s: float = 10.0,
     http1_limits: http1.Limits = http1.Limits(),
@@ -218,29 +221,20 @@ async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_
                             sniff_timeout_s, http1_limits) -> None:
     kind, data = await _sniff(stream, sniff_timeout_s)
     if ssl_context is not None:
-        if kind == sniff.Kind.HTTP1:
-            await _send_all(stream, HTTPS_PLAINTEXT_ANSWER)
-            return
         if kind != sniff.Kind.TLS:
+            log.warning("rejected connection from %s: tls: first record does not look like a TLS handshake", peer)
             return
-        tls_stream = trio.SSLStream(PrefixedStream(stream, data), ssl_context, server_side=True)
-        handshake_done = False
-        with trio.move_on_after(sniff_timeout_s):
-            try:
-                await tls_stream.do_handshake()
-                handshake_done = True
-            except trio.BrokenResourceError as exc:
-                log.debug("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
-        if not handshake_done:
+        tls_stream = await _handshake(stream, data, ssl_context, peer=peer, timeout_s=sniff_timeout_s)
+        if tls_stream is None:
             return
-        alpn = tls_stream.selected_alpn_protocol()
-        if alpn == "h2":
-            kind, data = sniff.Kind.H2, b""
-        elif alpn == "http/1.1":
-            kind, data = sniff.Kind.HTTP1, b""
-        else:
-            kind, data = await _sniff(tls_stream, sniff_timeout_s)
         try:
+            alpn = tls_stream.selected_alpn_protocol()
+            if alpn == "h2":
+                kind, data = sniff.Kind.H2, b""
+            elif alpn == "http/1.1":
+                kind, data = sniff.Kind.HTTP1, b""
+            else:
+                kind, data = await _sniff(tls_stream, sniff_timeout_s)
             await _dispatch(tls_stream, kind, data, peer=peer, registry=registry, http_app=http_app,
                             h2_limits=h2_limits, connections=connections, http1_limits=http1_limits)
         finally:
@@ -254,6 +248,61 @@ async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_
         return
     await _dispatch(stream, kind, data, peer=peer, registry=registry, http_app=http_app, h2_limits=h2_limits,
                     connections=connections, http1_limits=http1_limits)
+
+
+async def _handshake(stream, data: bytes, ssl_context, *, peer: str, timeout_s: float) -> trio.SSLStream | None:
+    """The TLS stream after a finished handshake whose client certificate passed the checks;
+    None (logged) when the handshake fails, stalls past `timeout_s`, or the certificate is refused."""
+    server_tls = ssl_context if isinstance(ssl_context, ServerTLS) else None
+    try:
+        context = server_tls.context() if server_tls is not None else ssl_context
+    except TLSConfigError as exc:
+        # A certificate being rotated may be unreadable for a moment; etcd fails that handshake.
+        log.warning("rejected connection from %s: %s", peer, exc)
+        return None
+    tls_stream = trio.SSLStream(PrefixedStream(stream, data), context, server_side=True)
+    with trio.move_on_after(timeout_s) as scope:
+        try:
+            await tls_stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            log.warning("rejected connection from %s: %s", peer, _handshake_error(exc))
+            await _send_alert(stream, tls_stream)
+            return None
+    if scope.cancelled_caught:
+        log.warning("rejected connection from %s: TLS handshake timed out", peer)
+        return None
+    if server_tls is not None:
+        try:
+            server_tls.check(tls_stream)
+        except TLSRejected as exc:
+            log.warning("rejected connection from %s: %s", peer, exc)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + TLS_CLOSE_TIMEOUT_S):
+                try:
+                    await tls_stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            return None
+    return tls_stream
+
+
+async def _send_alert(stream, tls_stream: trio.SSLStream) -> None:
+    """Send the alert OpenSSL wrote when it failed the handshake (trio drops it), so the client
+    reads "bad certificate" as from Go rather than a bare EOF."""
+    outgoing = getattr(tls_stream, "_outgoing", None)  # trio's MemoryBIO; absent in other versions
+    if outgoing is None or not outgoing.pending:
+        return
+    with trio.move_on_after(TLS_CLOSE_TIMEOUT_S):
+        try:
+            await stream.send_all(outgoing.read())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def _handshake_error(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return cause.reason.lower().replace("_", " ")
+    return str(cause)
 
 
 async def _dispatch(stream, kind, data, *, peer, registry, http_app, h2_limits, connections, http1_limits) -> None:

@@ -19,6 +19,7 @@ __all__ = ["build_registry"]
 
 
 def build_registry(server) -> Registry:
+    from trietcd.api.auth import AuthService
     from trietcd.api.cluster import ClusterService
     from trietcd.api.election import ElectionService
     from trietcd.api.kv import KVService
@@ -34,16 +35,17 @@ def build_registry(server) -> Registry:
         propose=_proposer(server),
         read_barrier=server.read_barrier,
         header_field=server.header_field,
+        auth=server.auth,
     )
     services = {
         "KV": kv.handlers(),
         "Watch": WatchService(
-            server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes
+            server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes, auth=server.auth
         ).handlers(),
         "Lease": LeaseService(server).handlers(),
         "Cluster": ClusterService(server).handlers(),
         "Maintenance": MaintenanceService(server).handlers(),
-        "Auth": {},
+        "Auth": AuthService(server).handlers(),
     }
     registry = Registry(decode_fallback=_decode_like_etcd)
     for name, handlers in services.items():
@@ -66,9 +68,9 @@ def _decode_like_etcd(request_type, data: bytes, exc):
 def _proposer(server):
     from trietcd.api import errors
 
-    async def propose(field: str, request):
+    async def propose(field: str, request, auth=None):
         try:
-            return await server.propose(field, request)
+            return await server.propose(field, request, auth=auth)
         except ServerError as exc:
             raise errors.to_grpc_error(exc) from None
 

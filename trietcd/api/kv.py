@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from proto.etcdserverpb import rpc_pb2
 from trietcd.api import errors
+from trietcd.auth import AuthError, AuthOldRevisionError
 from trietcd.mvcc import KVStore, MvccError
 from trietcd.mvcc.apply import Applier, is_txn_readonly, is_txn_serializable
 
@@ -58,8 +59,12 @@ class KVService:
         propose: ProposeFn | None = None,
         read_barrier: Callable[[], Awaitable[None]] | None = None,
         header_field: HeaderFieldFn | None = None,
+        auth=None,
     ) -> None:
         self._store = store
+        # The member's AuthKeeper (trietcd/auth/keeper.py): who calls, and what they may read. Writes are
+        # proposed with the caller and checked when they apply. Without it nothing is checked.
+        self._auth = auth
         self._applier = Applier(store, lease_exists)
         # propose(InternalRaftRequest field, request) takes a write through
         # the member's raft log and returns what applying it gave. Without a
@@ -89,7 +94,7 @@ class KVService:
     async def Range(self, request: rpc_pb2.RangeRequest, call: object) -> rpc_pb2.RangeResponse:
         check_range_request(request)
         try:
-            resp = await self._apply_range(request)
+            resp = await self._apply_range(request, call)
         except MvccError as exc:
             raise errors.to_grpc_error(exc) from None
         return self._filled(resp)
@@ -97,14 +102,14 @@ class KVService:
     async def Put(self, request: rpc_pb2.PutRequest, call: object) -> rpc_pb2.PutResponse:
         check_put_request(request)
         try:
-            resp = await self._apply_put(request)
-        except MvccError as exc:
+            resp = await self._apply_put(request, call)
+        except (MvccError, AuthError) as exc:
             raise errors.to_grpc_error(exc) from None
         return self._filled(resp)
 
     async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest, call: object) -> rpc_pb2.DeleteRangeResponse:
         check_delete_request(request)
-        return self._filled(await self._run(self._apply_delete_range, request))
+        return self._filled(await self._run(self._apply_delete_range, request, call))
 
     async def Txn(self, request: rpc_pb2.TxnRequest, call: object) -> rpc_pb2.TxnResponse:
         check_txn_request(request, self._max_txn_ops)
@@ -112,36 +117,67 @@ class KVService:
         # before the quadratic-looking work.
         check_intervals(request.success)
         check_intervals(request.failure)
-        return self._filled(await self._run(self._apply_txn, request))
+        return self._filled(await self._run(self._apply_txn, request, call))
 
     async def Compact(self, request: rpc_pb2.CompactionRequest, call: object) -> rpc_pb2.CompactionResponse:
-        return self._filled(await self._run(self._apply_compaction, request))
+        return self._filled(await self._run(self._apply_compaction, request, call))
 
     # ---- the seam to the member: writes through raft, reads after a barrier
 
-    async def _apply_range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+    async def _apply_range(self, request: rpc_pb2.RangeRequest, call=None) -> rpc_pb2.RangeResponse:
         if not request.serializable:
             await self._read_barrier()
-        return self._applier.range(request)
+        if self._auth is None:
+            return self._applier.range(request)
+        return await self._serialized(call, lambda store, info: store.check_range(info, request.key, request.range_end),
+                                      self._applier.range, request)
 
-    async def _apply_put(self, request: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        return await self._propose("put", request)
+    async def _apply_put(self, request: rpc_pb2.PutRequest, call=None) -> rpc_pb2.PutResponse:
+        return await self._write("put", request, call)
 
-    async def _apply_delete_range(self, request: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-        return await self._propose("delete_range", request)
+    async def _apply_delete_range(self, request: rpc_pb2.DeleteRangeRequest, call=None) -> rpc_pb2.DeleteRangeResponse:
+        return await self._write("delete_range", request, call)
 
-    async def _apply_txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def _apply_txn(self, request: rpc_pb2.TxnRequest, call=None) -> rpc_pb2.TxnResponse:
         # A read-only txn is served like a range, without a raft entry.
         if is_txn_readonly(request):
             if not is_txn_serializable(request):
                 await self._read_barrier()
-            return self._applier.txn(request)
-        return await self._propose("txn", request)
+            if self._auth is None:
+                return self._applier.txn(request)
+            return await self._serialized(call, lambda store, info: store.check_txn(info, request),
+                                          self._applier.txn, request)
+        return await self._write("txn", request, call)
 
-    async def _apply_compaction(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
-        return await self._propose("compaction", request)
+    async def _apply_compaction(self, request: rpc_pb2.CompactionRequest, call=None) -> rpc_pb2.CompactionResponse:
+        return await self._write("compaction", request, call)
 
-    async def _apply_now(self, field: str, request):
+    async def _write(self, field: str, request, call):
+        if self._auth is None:
+            return await self._propose(field, request)
+        return await self._propose(field, request, auth=await self._auth_info(call))
+
+    async def _serialized(self, call, check, read, request):
+        """etcd's doSerialize: a read served here, checked for the caller at the store's auth revision; an
+        auth change between the check and the read fails it."""
+        info = await self._auth_info(call)
+        store = self._auth.store
+        try:
+            check(store, info)
+            resp = read(request)
+            if info is not None and info.revision != 0 and info.revision != store.revision:
+                raise AuthOldRevisionError()
+        except AuthError as exc:
+            raise errors.to_grpc_error(exc) from None
+        return resp
+
+    async def _auth_info(self, call):
+        try:
+            return await self._auth.auth_info(call)
+        except AuthError as exc:
+            raise errors.to_grpc_error(exc) from None
+
+    async def _apply_now(self, field: str, request, auth=None):
         """Applies a write to the store directly (no member: tests, tools)."""
         if field == "compaction":
             resp, compaction = self._applier.compaction(request)
@@ -152,10 +188,10 @@ class KVService:
 
     # ---- helpers
 
-    async def _run(self, apply, request):
+    async def _run(self, apply, request, call=None):
         try:
-            return await apply(request)
-        except MvccError as exc:
+            return await apply(request, call)
+        except (MvccError, AuthError) as exc:
             raise errors.to_grpc_error(exc) from None
 
     def _filled(self, resp):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from proto.etcdserverpb import rpc_pb2
 from trietcd import lease
 from trietcd.api import errors
+from trietcd.auth import AuthError
 from trietcd.server.errors import ServerError
 
 __all__ = ["LeaseService"]
@@ -22,7 +23,7 @@ errors.register(lease.LeaseExistsError, errors.ErrGRPCLeaseExist)
 errors.register(lease.LeaseTTLTooLargeError, errors.ErrGRPCLeaseTTLTooLarge)
 errors.register(lease.NotPrimaryError, errors.ErrGRPCNotLeader)
 
-_FAILURES = (ServerError, lease.LeaseError)
+_FAILURES = (ServerError, lease.LeaseError, AuthError)
 
 
 class LeaseService:
@@ -31,6 +32,7 @@ class LeaseService:
     def __init__(self, server) -> None:
         self._server = server
         self._leases = server.leases
+        self._auth = getattr(server, "auth", None)  # the member's AuthKeeper
 
     def handlers(self) -> dict:
         return {
@@ -43,6 +45,7 @@ class LeaseService:
 
     async def LeaseGrant(self, request: rpc_pb2.LeaseGrantRequest, call) -> rpc_pb2.LeaseGrantResponse:
         try:
+            await self._caller(call)  # a bad token fails the call, as any proposal's
             resp = await self._leases.grant(request)
         except _FAILURES as exc:
             raise errors.to_grpc_error(exc) from None
@@ -50,7 +53,12 @@ class LeaseService:
 
     async def LeaseRevoke(self, request: rpc_pb2.LeaseRevokeRequest, call) -> rpc_pb2.LeaseRevokeResponse:
         try:
-            resp = await self._leases.revoke(request.ID)
+            if self._auth is None:
+                resp = await self._leases.revoke(request.ID)
+            else:
+                # Proposed with the caller: the revoke needs write permission on the lease's keys.
+                resp = await self._server.propose("lease_revoke", rpc_pb2.LeaseRevokeRequest(ID=request.ID),
+                                                  auth=await self._caller(call))
         except _FAILURES as exc:
             raise errors.to_grpc_error(exc) from None
         return self._filled(resp)
@@ -78,6 +86,9 @@ class LeaseService:
 
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest, call) -> rpc_pb2.LeaseLeasesResponse:
         return self._filled(self._leases.leases())
+
+    async def _caller(self, call):
+        return None if self._auth is None else await self._auth.auth_info(call)
 
     def _filled(self, resp):
         # etcd's header.fill: the response's revision if it has one, else the current one.

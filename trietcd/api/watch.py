@@ -25,6 +25,7 @@ import trio
 
 from proto.etcdserverpb import rpc_pb2
 from proto.mvccpb import kv_pb2
+from trietcd.auth import AuthError
 from trietcd.mvcc import MvccError
 from trietcd.mvcc.watch import WatchResponse, WatchStream
 
@@ -35,6 +36,7 @@ GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's grpcOverheadBytes, added to --max-req
 HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
 
 _DELETE = kv_pb2.Event.DELETE
+_PERMISSION_DENIED = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
 
 
 class _Flag:
@@ -56,8 +58,9 @@ class WatchService:
     """`hub` is the server's WatchHub (trietcd/server/watch.py): new_stream(), close_stream(),
     store."""
 
-    def __init__(self, hub, header: HeaderFn, *, max_request_bytes: int) -> None:
+    def __init__(self, hub, header: HeaderFn, *, max_request_bytes: int, auth=None) -> None:
         self._hub = hub
+        self._auth = auth  # the member's AuthKeeper: a watch needs read permission on its range
         self._header = header
         self._fragment_bytes = max_request_bytes + GRPC_OVERHEAD_BYTES
 
@@ -82,6 +85,11 @@ class WatchService:
             kind = req.WhichOneof("request_union")
             if kind == "create_request":
                 c = req.create_request
+                if self._auth is not None and not await self._permitted(call, c):
+                    # etcd answers created and cancelled at once, with the requested ID.
+                    stream._push_ctrl(WatchResponse(c.watch_id, revision=stream.rev(), created=True, canceled=True,
+                                                    cancel_reason=_PERMISSION_DENIED))
+                    continue
                 stream.create(
                     c.key,
                     c.range_end,
@@ -97,6 +105,18 @@ class WatchService:
             elif kind == "progress_request":
                 stream.request_progress()
             # anything else is ignored, as etcd does
+
+    async def _permitted(self, call, c) -> bool:
+        # etcd checks the range as it will watch it: an empty key is "\x00" and a range end "\x00" (every key
+        # from key on) becomes none at all, so such a watch needs read permission on its first key only.
+        key = c.key or b"\x00"
+        range_end = b"" if c.range_end == b"\x00" else c.range_end
+        try:
+            info = await self._auth.auth_info(call)
+            self._auth.store.check_range(info, key, range_end)
+        except AuthError:
+            return False
+        return True
 
     async def _send_loop(self, stream: WatchStream, call, ctrl_space: _Flag) -> None:
         ready = _Flag()

@@ -22,6 +22,7 @@ import attrs
 from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
 from proto.raftpb import raft_pb2
+from trietcd.auth import AUTH_KINDS, AuthError, AuthInfo
 from trietcd.backend import schema
 from trietcd.lease import LeaseError
 from trietcd.mvcc import MvccError
@@ -40,9 +41,8 @@ _REFUSED_WHEN_CORRUPT = frozenset({"put", "range", "delete_range", "txn", "compa
                                    "lease_revoke"})
 _LEASE_KINDS = frozenset({"lease_grant", "lease_revoke", "lease_checkpoint"})
 
-# InternalRaftRequest fields that change nothing (reads, logins): nothing to apply here.
-_NO_EFFECT = frozenset({"range", "authenticate", "auth_status", "auth_user_get", "auth_role_get",
-                        "auth_user_list", "auth_role_list"})
+# InternalRaftRequest fields that change nothing: nothing to apply here.
+_NO_EFFECT = frozenset({"range"})
 
 
 class QuotaExceeded(NoSpaceError):
@@ -63,8 +63,12 @@ class CompactionResult:
 
 class EntryApplier:
     def __init__(self, *, store, kv, backend, v2, membership, alarms, apply_conf_change, log, quota=None,
-                 lessor=None, lease_now=None) -> None:
+                 lessor=None, lease_now=None, auth=None, auth_now=None) -> None:
         self.store = store
+        self.auth = auth  # trietcd.auth.AuthStore; auth entries and permission checks need one
+        self._auth_now = auth_now  # the token keeper's clock: () -> seconds
+        self._entry_index = 0  # the index of the entry being applied (it names the tokens it creates)
+        self._entry_info: AuthInfo | None = None  # who proposed it, from its header
         self.lessor = lessor  # trietcd.lease.Lessor; lease entries need one
         self._lease_now = lease_now  # the lessor's clock: () -> seconds
         self.kv = kv  # mvcc Applier
@@ -126,9 +130,12 @@ class EntryApplier:
         kind = _request_kind(irr)
         if kind is None:
             return None
+        self._entry_index = e.Index
+        h = irr.header
+        self._entry_info = AuthInfo(h.username, h.auth_revision) if h.username or h.auth_revision else None
         try:
             return rid, self._apply_guarded(kind, getattr(irr, kind))
-        except (MvccError, LeaseError) as exc:
+        except (MvccError, LeaseError, AuthError) as exc:
             return rid, exc
 
     def _apply_guarded(self, kind: str, r):
@@ -140,12 +147,23 @@ class EntryApplier:
         if kind in QUOTA_FIELDS:
             if self.alarms.has(rpc_pb2.NOSPACE) and (kind != "txn" or txn_cost(r) > 0):
                 return NoSpaceError()
+            self._check_auth(kind, r)
             fits = self.quota is None or self.quota.available(kind, r)
             result = self._apply_v3(kind, r)
             if not fits and not isinstance(result, BaseException):
                 return QuotaExceeded()
             return result
+        self._check_auth(kind, r)
         return self._apply_v3(kind, r)
+
+    def _check_auth(self, kind: str, r) -> None:
+        """etcd's authApplierV3: the proposer's rights, checked again at the entry's turn (raises AuthError)."""
+        if self.auth is not None and self.auth.enabled:
+            self.auth.check_entry(kind, r, self._entry_info, self._lease_keys)
+
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lease = self.lessor.lookup(lease_id) if self.lessor is not None else None
+        return lease.sorted_keys() if lease is not None else []
 
     def _apply_v3(self, kind: str, r):
         if kind == "put":
@@ -161,6 +179,10 @@ class EntryApplier:
             return self._apply_alarm(r)
         if kind in _LEASE_KINDS and self.lessor is not None:
             return self._apply_lease(kind, r)
+        if kind in AUTH_KINDS and self.auth is not None:
+            resp = self.auth.apply(kind, r, index=self._entry_index, now=self._auth_now())
+            resp.header.revision = self.store.current_revision
+            return resp
         if kind in _NO_EFFECT:
             return None
         if kind not in self.unsupported_seen:

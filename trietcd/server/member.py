@@ -43,6 +43,7 @@ from proto.etcdserverpb import rpc_pb2
 from proto.etcdserverpb.raft_internal_pb2 import RequestHeader as _RequestHeader
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
+from trietcd.auth import AuthKeeper
 from trietcd.log import Logger
 from trietcd.log import logger as default_logger
 from trietcd.mvcc import KVStore
@@ -175,6 +176,10 @@ class Member:
             self.lessor.recover()  # leases from the lease bucket, their keys from the live KVs
             self.watch_hub = WatchHub(self.store, progress_interval_s=config.experimental_watch_progress_notify_interval)
             self.alarms = AlarmStore.load(self.backend)
+            self.auth = AuthKeeper(self.backend, token_opts=config.auth_token, token_ttl_s=config.auth_token_ttl,
+                                   bcrypt_cost=config.bcrypt_cost,
+                                   client_cert_auth=config.client_transport_security.client_cert_auth,
+                                   wait_applied=self._wait_applied, log=self.log)
             self._applier = EntryApplier(
                 store=self.store,
                 kv=Applier(self.store, self.lessor.exists),
@@ -187,6 +192,8 @@ class Member:
                 quota=self.quota,
                 lessor=self.lessor,
                 lease_now=trio.current_time,
+                auth=self.auth.store,
+                auth_now=trio.current_time,
             )
             self.leases = LeaseKeeper(self, self.lessor)
         except BaseException:
@@ -298,12 +305,13 @@ class Member:
 
     # --- writes ---------------------------------------------------------
 
-    async def propose(self, field: str, request):
+    async def propose(self, field: str, request, auth=None):
         """One write through raft, as etcd's processInternalRaftRequest: the request travels as an
-        InternalRaftRequest with a fresh request ID; one larger than --max-request-bytes is refused before it
+        InternalRaftRequest with a fresh request ID and, in its header, who proposed it (`auth`, an
+        AuthInfo from `self.auth.auth_info(call)`); one larger than --max-request-bytes is refused before it
         reaches the log. Returns what applying it gave, or raises the error it failed with."""
         rid = self._ids.next()
-        data = _internal_request(field, request, rid)
+        data = _internal_request(field, request, rid, self.auth.proposer_info(auth))
         if len(data) > self.config.max_request_bytes:
             raise RequestTooLargeError()
         if field in QUOTA_FIELDS and not self.quota.available(field, request):
@@ -485,7 +493,8 @@ class Member:
                     nursery.start_soon(self._purger)
                     nursery.start_soon(self._publisher)
                     nursery.start_soon(self._sweeper)
-                    nursery.start_soon(self.leases.run)
+                    nursery.start_soon(self.auth.as_root, self.leases.run)  # expired leases are revoked as root
+                    nursery.start_soon(self.auth.run)
                     nursery.start_soon(self.watch_hub.run)
                     if self.store.pending_compaction is not None:
                         self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
@@ -801,14 +810,18 @@ class _CompactionWait:
         self.compaction_done = done
 
 
-def _internal_request(field: str, request, rid: int) -> bytes:
-    """An InternalRaftRequest with the request in `field` and header {ID: rid}, encoded as gogo does (fields in
-    number order: the request's field, then the header, field 100)."""
+def _internal_request(field: str, request, rid: int, auth=None) -> bytes:
+    """An InternalRaftRequest with the request in `field` and header {ID: rid, username, auth_revision}, encoded
+    as gogo does (fields in number order: the request's field, then the header, field 100)."""
     body = request.SerializeToString()
     n = len(body)
-    header = _RequestHeader(ID=rid).SerializeToString()  # under 128 bytes: a one-byte length
+    if auth is None:
+        header = _RequestHeader(ID=rid).SerializeToString()
+    else:
+        header = _RequestHeader(ID=rid, username=auth.username, auth_revision=auth.revision).SerializeToString()
+    h = len(header)
     return b"".join((_FIELD_TAGS[field], bytes((n,)) if n < 0x80 else uvarint(n), body,
-                     b"\xa2\x06", bytes((len(header),)), header))
+                     b"\xa2\x06", bytes((h,)) if h < 0x80 else uvarint(h), header))
 
 
 def _field_tags() -> dict[str, bytes]:

@@ -12,9 +12,36 @@ import json
 import sys
 from typing import Any, TextIO
 
-__all__ = ["Logger", "LEVELS", "logger", "bridge_stdlib_logging"]
+__all__ = ["Logger", "LEVELS", "logger", "bridge_stdlib_logging", "go_duration"]
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "panic": 4, "fatal": 5}
+
+
+def go_duration(ns: int) -> str:
+    """A duration as zap's string encoder writes it (Go's Duration.String): "1.5ms", "12h0m0s"."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(int(ns))
+    if ns < 1_000_000_000:
+        for unit, name in ((1, "ns"), (1_000, "\u00b5s"), (1_000_000, "ms")):
+            if ns < unit * 1000:
+                return sign + _decimal(ns, unit) + name
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = _decimal(rest, 1_000_000_000) + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text
+
+
+def _decimal(value: int, unit: int) -> str:
+    whole, frac = divmod(value, unit)
+    if not frac:
+        return str(whole)
+    return f"{whole}." + str(frac).rjust(len(str(unit)) - 1, "0").rstrip("0")
 
 
 class Logger:

@@ -44,22 +44,26 @@ from proto.etcdserverpb.raft_internal_pb2 import RequestHeader as _RequestHeader
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
 from trietcd.auth import AuthKeeper
-from trietcd.log import Logger
+from trietcd.log import Logger, go_duration
 from trietcd.log import logger as default_logger
 from trietcd.mvcc import KVStore
 from trietcd.mvcc.apply import Applier
+from trietcd.mvcc.errors import CompactedError, MvccError
 from trietcd.raft import errors as raft_errors
 from trietcd.raft.raft import Config as RaftConfig
 from trietcd.raft.raft import StateType
 from trietcd.raft.rawnode import RawNode
+from trietcd.server import autocompact
 from trietcd.server.alarms import AlarmStore
 from trietcd.server.apply import CompactionResult, EntryApplier, QuotaExceeded
 from trietcd.server.disk import open_disk
 from trietcd.server.errors import (
+    BootstrapError,
     NoSpaceError,
     ProposalDroppedError,
     RequestTimeoutError,
     RequestTooLargeError,
+    ServerError,
     StoppedError,
 )
 from trietcd.server.lessor import LeaseKeeper, new_lessor
@@ -143,6 +147,11 @@ class Member:
     def __init__(self, config, *, log: Logger | None = None) -> None:
         self.config = config
         self.log = log or default_logger
+        self._auto_compaction_mode = config.auto_compaction_mode or "periodic"
+        try:
+            autocompact.parse_retention(self._auto_compaction_mode, config.auto_compaction_retention)
+        except autocompact.RetentionError as exc:
+            raise BootstrapError(str(exc)) from None
         boot = None
         if not walseg.exists(config.wal_dir or os.path.join(config.data_dir, "member", "wal")):
             verify_bootstrap(
@@ -496,6 +505,7 @@ class Member:
                     nursery.start_soon(self.auth.as_root, self.leases.run)  # expired leases are revoked as root
                     nursery.start_soon(self.auth.run)
                     nursery.start_soon(self.watch_hub.run)
+                    nursery.start_soon(self._auto_compactor)
                     if self.store.pending_compaction is not None:
                         self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
                     await self._ready.wait()
@@ -753,6 +763,37 @@ class Member:
             self.log.info("finished scheduled compaction", caller="mvcc/kvstore_compaction.go",
                           **{"compact-revision": compaction.revision})
             done.set()
+
+    async def _auto_compactor(self) -> None:
+        """--auto-compaction-*: server/autocompact.py decides, and only while this member leads; the compaction
+        goes through raft as a client's Compact would."""
+        policy = autocompact.new_policy(self._auto_compaction_mode, self.config.auto_compaction_retention,
+                                        trio.current_time())
+        if policy is None:
+            return
+        kind = policy.kind
+        while True:
+            policy.sample(self.store.current_revision)
+            await trio.sleep(policy.wait_s)
+            revision = policy.due(trio.current_time(), self.store.current_revision, paused=self.leader_id != self.id)
+            if revision is None:
+                continue
+            fields = policy.fields(revision, go_duration)
+            self.log.info(f"starting auto {kind} compaction", caller=policy.caller_started, **fields)
+            started = trio.current_time()
+            try:
+                await self.propose("compaction", rpc_pb2.CompactionRequest(revision=revision))
+            except CompactedError:
+                pass  # already compacted that far: a success, as etcd counts it
+            except (ServerError, MvccError) as exc:
+                policy.finished(revision, trio.current_time(), False)
+                self.log.warn(f"failed auto {kind} compaction", caller=policy.caller_failed, **fields,
+                              **{"retry-interval": go_duration(round(policy.wait_s * 1e9)),
+                                 "error": str(exc) or type(exc).__name__})
+                continue
+            policy.finished(revision, trio.current_time(), True)
+            self.log.info(f"completed auto {kind} compaction", caller=policy.caller_completed, **fields,
+                          took=go_duration(round((trio.current_time() - started) * 1e9)))
 
     async def _purger(self) -> None:
         """etcd's file purge: at start, then every 30 s (the newest --max-wals / --max-snapshots files stay;

@@ -1,0 +1,258 @@
+"""Auto-compaction: the pure decisions (server/autocompact.py) against etcd 3.5.1's compactor semantics, and the
+member's task on virtual time (a real member on a temporary data dir, trio's MockClock jumping)."""
+
+import ast
+import io
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+from proto.etcdserverpb import rpc_pb2
+from trietcd.config import parse
+from trietcd.log import Logger
+from trietcd.server import Member
+from trietcd.server.autocompact import (
+    HOUR_NS,
+    Periodic,
+    Revision,
+    RetentionError,
+    new_policy,
+    parse_go_duration_ns,
+    parse_retention,
+)
+from trietcd.server.errors import BootstrapError
+from tests.server.members import run_member
+
+S = 1_000_000_000
+
+
+# ---- flags ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, text, value", [
+    ("periodic", "0", 0), ("revision", "0", 0),
+    ("periodic", "1", HOUR_NS), ("periodic", "+2", 2 * HOUR_NS), ("revision", "1000", 1000),
+    ("periodic", "12h", 12 * HOUR_NS), ("periodic", "1s", S), ("periodic", "1.5m", 90 * S),
+    ("periodic", "1h30m", 5400 * S), ("periodic", "10\u00b5s", 10_000),
+    ("revision", "1s", S),  # etcd keeps the nanoseconds as a revision count
+])
+def test_retention_parses_as_etcd(mode, text, value):
+    assert parse_retention(mode, text) == value
+
+
+@pytest.mark.parametrize("text, error", [
+    ("abc", 'error parsing CompactionRetention: time: invalid duration "abc"'),
+    ("-1", 'error parsing CompactionRetention: time: missing unit in duration "-1"'),
+    ("5x", 'error parsing CompactionRetention: time: unknown unit "x" in duration "5x"'),
+    ("", 'error parsing CompactionRetention: time: invalid duration ""'),
+    (".h", 'error parsing CompactionRetention: time: invalid duration ".h"'),
+])
+def test_bad_retention_has_etcds_error(text, error):
+    with pytest.raises(RetentionError) as info:
+        parse_retention("periodic", text)
+    assert str(info.value) == error
+
+
+def test_go_duration_sign_and_sums():
+    assert parse_go_duration_ns("-1m30s") == -90 * S
+    assert parse_go_duration_ns("1h1m1s1ms1us1ns") == HOUR_NS + 61 * S + 1_001_001
+    assert parse_go_duration_ns("0") == 0
+
+
+def test_policy_off_at_zero_and_refuses_negative():
+    assert new_policy("periodic", "0", 0.0) is None
+    assert new_policy("revision", "0", 0.0) is None
+    assert isinstance(new_policy("revision", "10", 0.0), Revision)
+    assert isinstance(new_policy("periodic", "10", 0.0), Periodic)
+    with pytest.raises(RetentionError):
+        new_policy("periodic", "-5m", 0.0)
+    with pytest.raises(RetentionError):
+        new_policy("periodic", "5ns", 0.0)
+
+
+# ---- periodic ---------------------------------------------------------------------------------------
+
+
+def drive(policy, revision_at, until_s, leader_at=lambda t: True, fail_at=()):
+    """The member's loop without trio: returns [(time, revision)] of the compactions proposed."""
+    t = 0.0
+    out = []
+    while t < until_s:
+        policy.sample(revision_at(t))
+        t += policy.wait_s
+        rev = policy.due(t, revision_at(t), paused=not leader_at(t))
+        if rev is None:
+            continue
+        out.append((round(t, 6), rev))
+        policy.finished(rev, t, round(t, 6) not in fail_at)
+    return out
+
+
+def test_periodic_1s_first_after_a_period_then_every_period():
+    # One revision per 0.1 s: revision(t) = 1 + t * 10.
+    p = Periodic(S, 0.0)
+    assert (p.wait_s, p.retentions) == (0.1, 11)
+    got = drive(p, lambda t: 1 + round(t * 10), 3.05)
+    # At 1.0 the oldest sample is t=0; at 2.0 the window of 11 samples starts at t=0.9, at 3.0 at t=1.9.
+    assert got == [(1.0, 1), (2.0, 10), (3.0, 20)]
+
+
+def test_periodic_12h_samples_every_6_minutes_and_compacts_hourly():
+    p = Periodic(12 * HOUR_NS, 0.0)
+    assert (p.wait_s, p.retentions) == (360.0, 121)
+    minute = lambda t: 1 + round(t / 60)  # one revision a minute
+    got = drive(p, minute, 15 * 3600 + 1)
+    assert [t for t, _ in got] == [12 * 3600.0, 13 * 3600.0, 14 * 3600.0, 15 * 3600.0]
+    # 12h: the first sample (t=0); 13h: the 121 samples end at 12h54m, so they start at 54m.
+    assert [r for _, r in got] == [1, minute(54 * 60), minute(114 * 60), minute(174 * 60)]
+
+
+def test_periodic_30m_compacts_every_30m_to_the_revision_of_30m_ago():
+    p = Periodic(1800 * S, 0.0)
+    assert (p.wait_s, p.retentions) == (180.0, 11)
+    got = drive(p, lambda t: 1 + round(t), 3600 * 2 + 1)
+    assert got == [(1800.0, 1), (3600.0, 1 + 1620), (5400.0, 1 + 3420), (7200.0, 1 + 5220)]
+
+
+def test_periodic_paused_while_not_leader_then_resumes_at_next_sample():
+    p = Periodic(S, 0.0)
+    got = drive(p, lambda t: 1 + round(t * 10), 2.55, leader_at=lambda t: t >= 1.45)
+    # At 1.5 the 11 samples run from t=0.4 to 1.4.
+    assert got == [(1.5, 5), (2.5, 15)]
+
+
+def test_periodic_failure_retries_at_next_sample():
+    p = Periodic(S, 0.0)
+    got = drive(p, lambda t: 1 + round(t * 10), 2.25, fail_at=(1.0,))
+    # Failed at 1.0: retried at 1.1 (base interval already shortened), then a period after that success.
+    assert got == [(1.0, 1), (1.1, 1), (2.1, 11)]
+
+
+# ---- revision ---------------------------------------------------------------------------------------
+
+
+def test_revision_mode_every_5_minutes_only_when_the_revision_moved():
+    r = Revision(1000)
+    assert r.wait_s == 300.0
+    revs = {300: 500, 600: 1500, 900: 1500, 1200: 2600, 1500: 2600}
+    got = []
+    for t, current in sorted(revs.items()):
+        rev = r.due(float(t), current, paused=False)
+        if rev is not None:
+            got.append((t, rev))
+            r.finished(rev, float(t), True)
+    assert got == [(600, 500), (1200, 1600)]
+    assert r.due(1800.0, 3000, paused=True) is None
+    assert r.due(1800.0, 3000, paused=False) == 2000
+
+
+def test_revision_mode_retries_after_a_failure():
+    r = Revision(10)
+    assert r.due(300.0, 20, paused=False) == 10
+    r.finished(10, 300.0, False)
+    assert r.due(600.0, 20, paused=False) == 10
+
+
+def test_core_is_pure():
+    tree = ast.parse(Path(__file__).resolve().parents[2].joinpath("trietcd/server/autocompact.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"__future__", "re", "fractions"}
+
+
+# ---- the member's task ------------------------------------------------------------------------------
+
+
+def _member(tmp_path, *flags, out=None):
+    return Member(parse(["--data-dir", str(tmp_path / "d"), *flags], {}), log=Logger(out=out or io.StringIO()))
+
+
+async def _put(member, key, value=b"v"):
+    return await member.propose("put", rpc_pb2.PutRequest(key=key, value=value))
+
+
+def _lines(out, msg):
+    return [json.loads(line) for line in out.getvalue().splitlines() if f'"msg":"{msg}"' in line]
+
+
+async def test_member_periodic_compacts_to_the_revision_one_period_ago(tmp_path, autojump_clock):
+    out = io.StringIO()
+    member = _member(tmp_path, "--auto-compaction-mode=periodic", "--auto-compaction-retention=1h", out=out)
+
+    async def body(m):
+        start = trio.current_time()
+        for i in range(5):  # revisions 2..6 in the first minutes
+            await _put(m, b"a")
+        await trio.sleep_until(start + 1800)
+        for i in range(5):  # 7..11 at 30 min
+            await _put(m, b"b")
+        await trio.sleep_until(start + 3600 - 1)
+        assert m.store.compact_revision == -1  # nothing before a whole period
+        await trio.sleep_until(start + 3600 + 1)
+        assert m.store.compact_revision == 1  # the revision sampled when the member started
+        await trio.sleep_until(start + 7200 + 1)
+        # The window of 11 samples (6 min apart) ending at 1h54m starts at 54m: revision 11.
+        assert m.store.compact_revision == 11
+
+    await run_member(member, body)
+    started = _lines(out, "starting auto periodic compaction")
+    completed = _lines(out, "completed auto periodic compaction")
+    assert [(x["revision"], x["compact-period"], x["caller"]) for x in started] == [
+        (1, "1h0m0s", "v3compactor/periodic.go:134"), (11, "1h0m0s", "v3compactor/periodic.go:134")]
+    assert [x["revision"] for x in completed] == [1, 11]
+    assert all(x["took"].endswith("s") for x in completed)
+
+
+async def test_member_revision_mode_every_5_minutes(tmp_path, autojump_clock):
+    member = _member(tmp_path, "--auto-compaction-mode=revision", "--auto-compaction-retention=3")
+
+    async def body(m):
+        start = trio.current_time()
+        for i in range(10):  # revision 11
+            await _put(m, b"k")
+        await trio.sleep_until(start + 299)
+        assert m.store.compact_revision == -1
+        await trio.sleep_until(start + 301)
+        assert m.store.compact_revision == 8
+        await _put(m, b"k")
+        await trio.sleep_until(start + 601)
+        assert m.store.compact_revision == 9
+
+    await run_member(member, body)
+
+
+async def test_member_without_retention_never_compacts(tmp_path, autojump_clock):
+    member = _member(tmp_path)
+
+    async def body(m):
+        for i in range(3):
+            await _put(m, b"k")
+        await trio.sleep(5 * 3600)
+        assert m.store.compact_revision == -1
+
+    await run_member(member, body)
+
+
+async def test_member_pauses_while_not_leader(tmp_path, autojump_clock):
+    member = _member(tmp_path, "--auto-compaction-mode=revision", "--auto-compaction-retention=1")
+
+    async def body(m):
+        for i in range(3):
+            await _put(m, b"k")
+        real_id = m.leader_id
+        m.leader_id = 0  # as if leadership were lost; the task reads it at each round
+        await trio.sleep(601)
+        assert m.store.compact_revision == -1
+        m.leader_id = real_id
+        await trio.sleep(300)
+        assert m.store.compact_revision == 3
+
+    await run_member(member, body)
+
+
+def test_bad_retention_refuses_to_start(tmp_path):
+    with pytest.raises(BootstrapError, match='error parsing CompactionRetention: time: invalid duration "abc"'):
+        _member(tmp_path, "--auto-compaction-retention=abc")
+    assert not (tmp_path / "d").exists()

@@ -43,7 +43,7 @@ def load(name: str, module_globals: dict, child_env: Mapping[str, str] = {}):
         raise RuntimeError(f"{name} cannot be imported even in a fresh interpreter") from reason
     module_globals[DELEGATED] = True
     module_globals["test_in_a_fresh_interpreter"] = _child_test(
-        Path(module_globals["__file__"]), name, f"{type(reason).__name__}: {reason}", child_env,
+        Path(module_globals["__file__"]), name, f"{type(reason).__name__}: {str(reason).splitlines()[0]}", child_env,
     )
     return None
 
@@ -52,7 +52,7 @@ def _child_test(path: Path, name: str, reason: str, child_env: Mapping[str, str]
     def test_in_a_fresh_interpreter():
         env = {**os.environ, CHILD_MARK: "1", **child_env}
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", str(path)],
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfEs", str(path)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
         )
         summary = result.stdout.strip().splitlines()[-1:] or ["(no output)"]

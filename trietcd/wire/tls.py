@@ -8,9 +8,10 @@ Rules (etcd `client/pkg/transport/listener.go` and `listener_tls.go`, v3.5.1):
 - After the handshake, a verified client certificate must pass the allowed CN / allowed hostname
   rule and must not be listed in the CRL file; otherwise the connection is closed. etcd checks the
   CN and hostname inside the handshake and the CRL after it; here both come after it.
-- The certificate and key files are read again for a new connection whenever either file changed,
-  so a rotated certificate is served without a restart (etcd re-reads them on every handshake).
-  The CA file is read once, as in etcd. The CRL file is read again when it changed.
+- The certificate and key files are read for every new connection and the context rebuilt when
+  their bytes changed, so a rotated certificate is served without a restart (etcd re-reads them
+  on every handshake). The CA file is read once, as in etcd. The CRL file is read for every
+  verified connection, as in etcd, and parsed again when it changed.
 - Cipher suites are named as Go names them; they apply to TLS 1.2 (Go cannot restrict TLS 1.3's).
 
 ALPN offers "h2" and "http/1.1": gRPC clients ask for h2, curl for either.
@@ -127,9 +128,9 @@ class ServerTLSConfig:
         return bool(self.trusted_ca_file) or self.client_cert_auth
 
 
-def _file_signature(path: str) -> tuple:
-    st = os.stat(path)
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 class ServerTLS:
@@ -149,9 +150,9 @@ class ServerTLS:
                 f'hostname="{config.allowed_hostname}")')
         check_versions(config.min_version, config.max_version, config.cipher_suites)
         self.config = config
-        self._signature: tuple | None = None
+        self._signature: tuple[bytes, bytes] | None = None
         self._context: ssl.SSLContext | None = None
-        self._crl_signature: tuple | None = None
+        self._crl_bytes: bytes | None = None
         self._revoked: frozenset[int] = frozenset()
         self.context()
         if config.crl_file:
@@ -159,8 +160,10 @@ class ServerTLS:
 
     def context(self) -> ssl.SSLContext:
         """The context for a new connection; rebuilt when the certificate or key file changed."""
+        # The files' bytes, not their mtimes, tell a change: file times tick coarsely, and a
+        # certificate renewed within one tick has the same size. They are a few KiB.
         try:
-            signature = (_file_signature(self.config.cert_file), _file_signature(self.config.key_file))
+            signature = (_read(self.config.cert_file), _read(self.config.key_file))
         except OSError as exc:
             raise TLSConfigError(f"open {exc.filename}: {_os_error_text(exc)}") from None
         if signature != self._signature or self._context is None:
@@ -234,13 +237,12 @@ class ServerTLS:
     def _revoked_serials(self) -> frozenset[int]:
         path = self.config.crl_file
         try:
-            signature = _file_signature(path)
-            if signature != self._crl_signature:
-                with open(path, "rb") as f:
-                    self._revoked = parse_crl(f.read())
-                self._crl_signature = signature
+            data = _read(path)
         except OSError as exc:
             raise TLSConfigError(f"open {path}: {_os_error_text(exc)}") from None
+        if data != self._crl_bytes:
+            self._revoked = parse_crl(data)
+            self._crl_bytes = data
         return self._revoked
 
 

@@ -29,6 +29,7 @@ class FakeCall:
         self.metadata: dict[str, str] = {}
         self.peer = "ipv4:127.0.0.1:1"
         self.deadline = math.inf
+        self._pending: list[rpc_pb2.WatchResponse] = []
 
     def request(self, req: rpc_pb2.WatchRequest) -> None:
         self._req_send.send_nowait(req)
@@ -42,6 +43,20 @@ class FakeCall:
 
     async def send(self, msg) -> None:
         await self._out_send.send(msg)
+
+    # The real call's streaming writes (trietcd/wire/conn.py Call.write/flush): the service hands
+    # over encoded responses, which must be byte for byte what protobuf makes of them.
+    def write(self, data: bytes) -> bool:
+        msg = rpc_pb2.WatchResponse.FromString(data)
+        assert msg.SerializeToString() == data, (msg, data)
+        self._pending.append(msg)
+        return self._out_send.statistics().max_buffer_size == math.inf
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for msg in pending:
+            await self._out_send.send(msg)
+        await trio.lowlevel.checkpoint()
 
 
 class History:

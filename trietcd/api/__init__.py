@@ -40,7 +40,8 @@ def build_registry(server) -> Registry:
     services = {
         "KV": kv.handlers(),
         "Watch": WatchService(
-            server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes, auth=server.auth
+            server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes,
+            header_field=server.header_field, auth=server.auth,
         ).handlers(),
         "Lease": LeaseService(server).handlers(),
         "Cluster": ClusterService(server).handlers(),

@@ -24,10 +24,12 @@ from collections.abc import Callable
 import trio
 
 from proto.etcdserverpb import rpc_pb2
-from proto.mvccpb import kv_pb2
+from trietcd.api.kv import HeaderFieldFn, header_field_of
 from trietcd.auth import AuthError
 from trietcd.mvcc import MvccError
+from trietcd.mvcc.rows import encode_kv
 from trietcd.mvcc.watch import WatchResponse, WatchStream
+from trietcd.wal.record import uvarint
 
 __all__ = ["GRPC_OVERHEAD_BYTES", "WatchService", "fragments"]
 
@@ -35,7 +37,7 @@ GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's grpcOverheadBytes, added to --max-req
 
 HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
 
-_DELETE = kv_pb2.Event.DELETE
+_EVENT_CACHE_MAX = 4096
 _PERMISSION_DENIED = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
 
 
@@ -58,10 +60,15 @@ class WatchService:
     """`hub` is the server's WatchHub (trietcd/server/watch.py): new_stream(), close_stream(),
     store."""
 
-    def __init__(self, hub, header: HeaderFn, *, max_request_bytes: int, auth=None) -> None:
+    def __init__(self, hub, header: HeaderFn, *, max_request_bytes: int, auth=None,
+                 header_field: HeaderFieldFn | None = None) -> None:
         self._hub = hub
         self._auth = auth  # the member's AuthKeeper: a watch needs read permission on its range
         self._header = header
+        self._header_field = header_field or header_field_of(header)
+        # id(event) -> (event, its field bytes): the events of the last writes, shared by their
+        # watchers (prev_kv is read for each response, as etcd does).
+        self._event_cache: dict[int, tuple[object, bytes]] = {}
         self._fragment_bytes = max_request_bytes + GRPC_OVERHEAD_BYTES
 
     def handlers(self) -> dict[str, Callable]:
@@ -121,58 +128,72 @@ class WatchService:
     async def _send_loop(self, stream: WatchStream, call, ctrl_space: _Flag) -> None:
         ready = _Flag()
         stream.on_ready = ready.set
+        write = getattr(call, "write", None)  # the gateway's calls take messages
         while True:
             resp = stream.take()
             if resp is None:
                 await ready.wait()
                 continue
             ctrl_space.set()
-            msg = self._message(stream, resp)
-            if resp.watch_id in stream.fragment:
-                for part in fragments(msg, self._fragment_bytes):
+            data = self.encode(stream, resp)
+            if resp.watch_id in stream.fragment and len(data) >= self._fragment_bytes:
+                for part in fragments(rpc_pb2.WatchResponse.FromString(data), self._fragment_bytes):
                     await call.send(part)
-            else:
-                await call.send(msg)
+            elif write is None:
+                await call.send(rpc_pb2.WatchResponse.FromString(data))
+            elif not write(data) or not stream.queue:
+                # Everything ready is written with one wake-up of the connection's writer.
+                await call.flush()
 
-    def _message(self, stream: WatchStream, resp: WatchResponse) -> rpc_pb2.WatchResponse:
-        msg = rpc_pb2.WatchResponse(
-            header=self._header(resp.revision),
-            watch_id=resp.watch_id,
-            created=resp.created,
-            canceled=resp.canceled,
-            compact_revision=resp.compact_revision,
-            cancel_reason=resp.cancel_reason,
-        )
+    def encode(self, stream: WatchStream, resp: WatchResponse) -> bytes:
+        """The response as etcdserverpb.WatchResponse bytes, field by field in number order, as
+        protobuf serializes it. An event's bytes are made once for all the watchers it goes to."""
+        out = [self._header_field(resp.revision)]
+        if resp.watch_id:
+            out.append(b"\x10" + uvarint(resp.watch_id))
+        if resp.created:
+            out.append(b"\x18\x01")
+        if resp.canceled:
+            out.append(b"\x20\x01")
+        if resp.compact_revision:
+            out.append(b"\x28" + uvarint(resp.compact_revision))
+        if resp.cancel_reason:
+            reason = resp.cancel_reason.encode()
+            out.append(b"\x32" + uvarint(len(reason)) + reason)
         if resp.events:
-            need_prev = resp.watch_id in stream.prev_kv
-            read = self._hub.store.read() if need_prev else None
-            for ev in resp.events:
-                pe = msg.events.add()
-                _fill_kv(pe.kv, ev.kv)
-                if ev.deleted:
-                    pe.type = _DELETE
-                if need_prev and not ev.is_create:
-                    try:
-                        prev = read.get(ev.kv.key, ev.kv.mod_revision - 1)
-                    except MvccError:
-                        prev = None
-                    if prev is not None:
-                        _fill_kv(pe.prev_kv, prev)
-        return msg
+            if resp.watch_id in stream.prev_kv:
+                read = self._hub.store.read()
+                out += [_event_field(ev, _prev_of(read, ev)) for ev in resp.events]
+            else:
+                cache = self._event_cache
+                if len(cache) > _EVENT_CACHE_MAX:
+                    cache.clear()
+                for ev in resp.events:
+                    hit = cache.get(id(ev))
+                    if hit is None or hit[0] is not ev:
+                        hit = cache[id(ev)] = (ev, _event_field(ev, None))
+                    out.append(hit[1])
+        return b"".join(out)
 
 
-def _fill_kv(m, kv) -> None:
-    m.key = kv.key
-    if kv.create_revision:
-        m.create_revision = kv.create_revision
-    if kv.mod_revision:
-        m.mod_revision = kv.mod_revision
-    if kv.version:
-        m.version = kv.version
-    if kv.value:
-        m.value = kv.value
-    if kv.lease:
-        m.lease = kv.lease
+def _prev_of(read, ev):
+    """The row before the event (etcd's prev_kv): none for a create, nor when compacted."""
+    if ev.is_create:
+        return None
+    try:
+        return read.get(ev.kv.key, ev.kv.mod_revision - 1)
+    except MvccError:
+        return None
+
+
+def _event_field(ev, prev) -> bytes:
+    """Field 11 of a WatchResponse: one mvccpb.Event (type, kv, prev_kv)."""
+    kv = encode_kv(ev.kv)
+    body = (b"\x08\x01" if ev.deleted else b"") + b"\x12" + uvarint(len(kv)) + kv
+    if prev is not None:
+        prev_bytes = encode_kv(prev)
+        body += b"\x1a" + uvarint(len(prev_bytes)) + prev_bytes
+    return b"\x5a" + uvarint(len(body)) + body
 
 
 def fragments(msg: rpc_pb2.WatchResponse, max_bytes: int) -> list[rpc_pb2.WatchResponse]:

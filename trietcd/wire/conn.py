@@ -94,6 +94,13 @@ class Call:
 
     async def send(self, message) -> None:
         """Sends one response message; waits while too much output is queued."""
+        self.write(message.SerializeToString())
+        await self.flush()
+
+    def write(self, payload: bytes) -> bool:
+        """Queues one encoded response message without waiting (a streaming handler with several
+        ready writes them all, then flushes once). Returns whether the output buffers still have
+        room; when not, the handler must `flush` before writing more."""
         if self._done:
             raise trio.ClosedResourceError("call already finished")
         shell = self._shell
@@ -104,15 +111,23 @@ class Call:
             raise GrpcError(Status.CANCELLED, "stream closed")
         if not st.headers_sent:
             conn.send_headers(sid, g.RESPONSE_HEADERS)
-        conn.send_data(sid, g.frame_message(message.SerializeToString()))
+        conn.send_data(sid, g.frame_message(payload))
         shell.wake_writer()
-        lim = shell.limits
-        while (
-            conn.stream_pending_bytes(sid) > lim.stream_send_buffer_bytes
-            or conn.pending_output_bytes() > lim.max_pending_output_bytes
-        ):
-            await shell.send_space.park()
+        return not self._over_limits()
+
+    async def flush(self) -> None:
+        """Waits until the queued output fits the connection's limits; a checkpoint either way."""
+        while self._over_limits():
+            await self._shell.send_space.park()
         await trio.lowlevel.checkpoint()
+
+    def _over_limits(self) -> bool:
+        conn = self._shell.conn
+        lim = self._shell.limits
+        return (
+            conn.stream_pending_bytes(self._stream_id) > lim.stream_send_buffer_bytes
+            or conn.pending_output_bytes() > lim.max_pending_output_bytes
+        )
 
     async def requests(self):
         """The request messages, decoded, until the client half-closes."""

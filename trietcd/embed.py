@@ -52,25 +52,48 @@ async def serve(config: config_mod.Config | None = None, /, **flags: Any) -> Asy
         config = config_from_flags(**flags)
     elif flags:
         raise TypeError("serve() takes a Config or flags, not both")
-    async with open_member(config) as (member, addresses, stop):
-        stopped = False
+    body_error: BaseException | None = None
+    try:
+        async with open_member(config) as (member, addresses, stop):
+            stopped = False
 
-        async def stop_once() -> None:
-            nonlocal stopped
-            if not stopped:
-                stopped = True
-                await stop()
+            async def stop_once() -> None:
+                nonlocal stopped
+                if not stopped:
+                    stopped = True
+                    await stop()
 
-        n_client, n_peer = len(config.listen_client_urls), len(config.listen_peer_urls)
-        embedded = Embedded(
-            member,
-            _bound(config.listen_client_urls, addresses[:n_client]),
-            _bound(config.listen_peer_urls, addresses[n_client:n_client + n_peer]),
-            _bound(config.listen_metrics_urls, addresses[n_client + n_peer:]),
-            stop_once,
-        )
-        yield embedded
-        await stop_once()
+            try:
+                yield _embedded(config, member, addresses, stop_once)
+            except BaseException as exc:
+                body_error = exc
+                raise
+            await stop_once()
+    except BaseExceptionGroup as group:
+        # The member's nursery wraps what the block raised, or the one reason the member could not start
+        # (a ListenError, a BootstrapError); the caller gets it as raised.
+        leaves = _leaves(group)
+        if len(leaves) == 1 and (body_error is None or leaves[0] is body_error):
+            raise leaves[0] from None
+        raise
+
+
+def _embedded(config, member, addresses, stop) -> Embedded:
+    n_client, n_peer = len(config.listen_client_urls), len(config.listen_peer_urls)
+    return Embedded(
+        member,
+        _bound(config.listen_client_urls, addresses[:n_client]),
+        _bound(config.listen_peer_urls, addresses[n_client:n_client + n_peer]),
+        _bound(config.listen_metrics_urls, addresses[n_client + n_peer:]),
+        stop,
+    )
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def config_from_flags(*, environ: Mapping[str, str] | None = None, **flags: Any) -> config_mod.Config:

@@ -17,6 +17,7 @@ import trio
 
 from proto.etcdserverpb import rpc_pb2
 from trietcd.api import errors
+from trietcd.auth import AuthError
 from trietcd.backend import CLUSTER, DOWNGRADE
 from trietcd.mvcc import MvccError
 from trietcd.server.errors import ServerError
@@ -54,13 +55,25 @@ class MaintenanceService:
             isLearner=s.membership.local.is_learner,
         )
 
+    async def _check_admin(self, call) -> None:
+        # etcd's authMaintenanceServer: Snapshot, Defragment, Hash and HashKV need root once auth is on.
+        auth = getattr(self._server, "auth", None)
+        if auth is None:
+            return
+        try:
+            auth.store.check_admin(await auth.auth_info(call))
+        except AuthError as exc:
+            raise errors.to_grpc_error(exc) from None
+
     async def Hash(self, request: rpc_pb2.HashRequest, call) -> rpc_pb2.HashResponse:
         # The whole backend (less the consistent index and term), after a commit.
+        await self._check_admin(call)
         s = self._server
         value = await s.backend_hash()
         return rpc_pb2.HashResponse(header=s.header(), hash=value)
 
     async def HashKV(self, request: rpc_pb2.HashKVRequest, call) -> rpc_pb2.HashKVResponse:
+        await self._check_admin(call)
         s = self._server
         try:
             value, rev, compact_rev = s.store.hash_kv(request.revision)
@@ -80,6 +93,7 @@ class MaintenanceService:
 
 
     async def Snapshot(self, request: rpc_pb2.SnapshotRequest, call) -> None:
+        await self._check_admin(call)
         s = self._server
         snap = await s.snapshot()
         try:
@@ -122,6 +136,7 @@ class MaintenanceService:
             snap.close()
 
     async def Defragment(self, request: rpc_pb2.DefragmentRequest, call) -> rpc_pb2.DefragmentResponse:
+        await self._check_admin(call)
         s = self._server
         s.log.info("starting defragment", caller="v3rpc/maintenance.go")
         try:

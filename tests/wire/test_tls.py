@@ -514,3 +514,25 @@ async def test_fixed_context_still_serves(pki, nursery):
     port = await serve_tls(nursery, server_context(cert, key, str(pki.dir / "ca.pem")))
     response = await trio.to_thread.run_sync(grpc_range, port, pki, "client")
     assert [kv.key for kv in response.kvs] == [b"root"]
+
+
+async def test_http1_request_carries_the_verified_common_name(pki, nursery):
+    async def whoami(request: http1.Request) -> http1.Response:
+        return http1.Response(200, (), repr(request.tls_common_name).encode())
+
+    tls = server_tls(pki, trusted_ca_file=str(pki.dir / "ca.pem"))
+    address = await nursery.start(lambda task_status: listener.serve_url(
+        "https://127.0.0.1:0", registry=None, http_app=whoami, h2_limits=H2Limits(), ssl_context=tls,
+        connections=ConnectionSet(), task_status=task_status))
+    for cert, want in (("alice", b"'alice'"), ("client", b"'root'")):
+        stream = trio.SSLStream(await trio.open_tcp_stream(*address), client_context(pki, cert=cert, alpn=()),
+                                server_hostname="localhost")
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            try:
+                while data := await stream.receive_some():
+                    out += data
+            except trio.BrokenResourceError:
+                pass
+        assert out.endswith(b"\r\n\r\n" + want)

@@ -45,6 +45,8 @@ class Request:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     peer: str
+    # The Subject CN of the verified client certificate when the connection is TLS, else None.
+    tls_common_name: str | None = None
 
     def header(self, name: str, default: str = "") -> str:
         """The first value of header `name` (case-insensitive)."""
@@ -177,9 +179,10 @@ class _Head:
 
 
 class ServerConnection:
-    def __init__(self, limits: Limits = Limits(), *, peer: str = ""):
+    def __init__(self, limits: Limits = Limits(), *, peer: str = "", tls_common_name: str | None = None):
         self.limits = limits
         self.peer = peer
+        self.tls_common_name = tls_common_name
         self._buf = bytearray()
         self._eof = False
         self._state = _IDLE
@@ -253,6 +256,7 @@ class ServerConnection:
             headers=head.headers,
             body=bytes(self._body),
             peer=self.peer,
+            tls_common_name=self.tls_common_name,
         )
 
     def _parse_head(self) -> _Head | None:

@@ -31,7 +31,7 @@ import urllib.parse
 import trio
 
 from trietcd.wire import http1, sniff
-from trietcd.wire.tls import ServerTLS, TLSConfigError, TLSRejected
+from trietcd.wire.tls import ServerTLS, TLSConfigError, TLSRejected, common_name
 from trietcd.wire.grpc_call import Registry
 from trietcd.wire.h2_conn import H2Limits
 
@@ -309,7 +309,8 @@ async def _dispatch(stream, kind, data, *, peer, registry, http_app, h2_limits, 
     if kind == sniff.Kind.H2 and registry is not None:
         await connections.serve_h2(stream, registry, h2_limits, initial_bytes=data, peer=peer)
     elif kind == sniff.Kind.HTTP1 and http_app is not None:
-        await serve_http1(stream, http_app, http1_limits, initial_bytes=data, peer=peer)
+        cn = common_name(stream) if isinstance(stream, trio.SSLStream) else None
+        await serve_http1(stream, http_app, http1_limits, initial_bytes=data, peer=peer, tls_common_name=cn)
 
 
 async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
@@ -332,11 +333,12 @@ async def serve_http1(
     *,
     initial_bytes: bytes = b"",
     peer: str = "",
+    tls_common_name: str | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
 ) -> None:
     """Serve HTTP/1.1 requests on `stream` until the peer or the protocol closes it."""
-    conn = http1.ServerConnection(limits, peer=peer)
+    conn = http1.ServerConnection(limits, peer=peer, tls_common_name=tls_common_name)
     if initial_bytes:
         conn.receive_data(initial_bytes)
     request_deadline = math.inf

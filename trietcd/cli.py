@@ -240,6 +240,7 @@ def _server_tls(config, *, peer: bool):
             client_cert_auth=info.client_cert_auth, crl_file=info.crl_file, allowed_cn=info.allowed_cn,
             allowed_hostname=info.allowed_hostname, cipher_suites=config.cipher_suites,
             min_version=config.tls_min_version, max_version=config.tls_max_version,
+            check_client_san=peer and not info.skip_client_san_verify,
         ))
     except TLSConfigError as exc:
         raise ListenError(str(exc)) from None

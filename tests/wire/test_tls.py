@@ -39,6 +39,7 @@ from trietcd.wire.tls import (
     TLSConfigError,
     TLSRejected,
     check_versions,
+    client_san_error,
     common_name,
     parse_crl,
     self_signed_cert,
@@ -121,7 +122,7 @@ class Pki:
 
 def standard_pki(directory: Path) -> Pki:
     """ca (server 127.0.0.1/localhost, client CN=root, revoked CN=revoked, alice CN=alice with DNS SANs),
-    other-ca (foreign CN=root), and crl.pem of ca revoking `revoked`."""
+    elsewhere (CN=elsewhere, IP SAN 10.9.9.9 only), other-ca (foreign CN=root), and crl.pem of ca revoking `revoked`."""
     pki = Pki(directory)
     pki.ca("ca")
     pki.ca("other-ca")
@@ -130,6 +131,7 @@ def standard_pki(directory: Path) -> Pki:
     pki.leaf("revoked", "ca", "revoked")
     pki.leaf("alice", "ca", "alice", ips=["10.0.0.7"], dns=["alice.example.com", "*.nodes.example.com"])
     pki.leaf("foreign", "other-ca", "root")
+    pki.leaf("elsewhere", "ca", "elsewhere", ips=["10.9.9.9"])
     pki.crl("crl.pem", "ca", ["revoked"])
     return pki
 
@@ -536,3 +538,40 @@ async def test_http1_request_carries_the_verified_common_name(pki, nursery):
             except trio.BrokenResourceError:
                 pass
         assert out.endswith(b"\r\n\r\n" + want)
+
+
+# -- the peer rule: a client certificate's SANs name the connecting address ----------------------------
+
+@pytest.mark.parametrize("host, ips, dns, addresses_of, error", [
+    ("127.0.0.1", [], [], {}, None),
+    ("127.0.0.1", ["127.0.0.1"], [], {}, None),
+    ("127.0.0.1", ["10.0.0.1", "10.0.0.2"], [], {}, "x509: certificate is valid for 10.0.0.1, 10.0.0.2, not 127.0.0.1"),
+    ("127.0.0.1", ["10.0.0.1"], ["node1"], {"node1": ["127.0.0.1"]}, None),
+    ("127.0.0.1", [], ["node1", "*.x"], {"node1": ["10.1.1.1"]}, 'tls: "127.0.0.1" does not match any of DNSNames ["node1" "*.x"]'),
+])
+def test_client_san_error(host, ips, dns, addresses_of, error):
+    assert client_san_error(host, ips, dns, addresses_of) == error
+
+
+async def test_peer_listener_checks_client_sans(pki, nursery):
+    ca = str(pki.dir / "ca.pem")
+    results = {}
+    for check in (True, False):
+        tls = server_tls(pki, trusted_ca_file=ca, check_client_san=check)
+        address = await nursery.start(lambda task_status: listener.serve_url(
+            "https://127.0.0.1:0", registry=None, http_app=echo_app, h2_limits=H2Limits(), ssl_context=tls,
+            connections=ConnectionSet(), task_status=task_status))
+        for cert in ("server", "elsewhere", "client"):  # SAN 127.0.0.1; another host's IP SAN; no SANs
+            stream = trio.SSLStream(await trio.open_tcp_stream(*address), client_context(pki, cert=cert, alpn=()),
+                                    server_hostname="localhost")
+            out = b""
+            try:
+                async with stream:
+                    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    while data := await stream.receive_some():
+                        out += data
+            except trio.BrokenResourceError:
+                pass
+            results[check, cert] = out.endswith(b"ok")
+    assert results == {(True, "server"): True, (True, "elsewhere"): False, (True, "client"): True,
+                       (False, "server"): True, (False, "elsewhere"): True, (False, "client"): True}

@@ -31,7 +31,7 @@ import urllib.parse
 import trio
 
 from trietcd.wire import http1, sniff
-from trietcd.wire.tls import ServerTLS, TLSConfigError, TLSRejected, common_name
+from trietcd.wire.tls import ServerTLS, TLSConfigError, TLSRejected, client_san_error, common_name
 from trietcd.wire.grpc_call import Registry
 from trietcd.wire.h2_conn import H2Limits
 
@@ -274,6 +274,7 @@ async def _handshake(stream, data: bytes, ssl_context, *, peer: str, timeout_s: 
     if server_tls is not None:
         try:
             server_tls.check(tls_stream)
+            await _check_client_san(server_tls, tls_stream, stream)
         except TLSRejected as exc:
             log.warning("rejected connection from %s: %s", peer, exc)
             with trio.CancelScope(shield=True, deadline=trio.current_time() + TLS_CLOSE_TIMEOUT_S):
@@ -283,6 +284,37 @@ async def _handshake(stream, data: bytes, ssl_context, *, peer: str, timeout_s: 
                     pass
             return None
     return tls_stream
+
+
+# A peer certificate names at most this many DNS SANs worth resolving, each within this long.
+SAN_LOOKUPS_MAX = 8
+SAN_LOOKUP_TIMEOUT_S = 5.0
+
+
+async def _check_client_san(server_tls: ServerTLS, tls_stream: trio.SSLStream, raw_stream) -> None:
+    """etcd's peer rule: the client certificate's SANs must name the address it connects from."""
+    sans = server_tls.client_sans(tls_stream)
+    if sans is None:
+        return
+    ips, dns_names = sans
+    sock = getattr(raw_stream, "socket", None)
+    if sock is None or sock.family not in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+        return  # a unix socket has no address to match
+    host = sock.getpeername()[0]
+    addresses_of: dict[str, list[str]] = {}
+    if not any(ip == host for ip in ips):
+        for name in dns_names[:SAN_LOOKUPS_MAX]:
+            if name.startswith("*."):
+                continue
+            with trio.move_on_after(SAN_LOOKUP_TIMEOUT_S):
+                try:
+                    infos = await trio.socket.getaddrinfo(name, None, type=_stdlib_socket.SOCK_STREAM)
+                except OSError:
+                    continue
+                addresses_of[name] = [info[4][0] for info in infos]
+    error = client_san_error(host, ips, dns_names, addresses_of)
+    if error is not None:
+        raise TLSRejected(error)
 
 
 async def _send_alert(stream, tls_stream: trio.SSLStream) -> None:

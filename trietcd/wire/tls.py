@@ -35,6 +35,7 @@ __all__ = [
     "TLSConfigError",
     "TLSRejected",
     "check_versions",
+    "client_san_error",
     "common_name",
     "self_signed_cert",
     "server_context",
@@ -123,6 +124,8 @@ class ServerTLSConfig:
     min_version: str = "TLS1.2"
     max_version: str = ""
     alpn_protocols: tuple[str, ...] = ALPN_PROTOCOLS
+    # etcd's peer listeners: a client certificate with SANs must name the connecting address.
+    check_client_san: bool = False
 
     def verifies_clients(self) -> bool:
         return bool(self.trusted_ca_file) or self.client_cert_auth
@@ -234,6 +237,23 @@ class ServerTLS:
             if cert.serial_number in revoked:
                 raise TLSRejected(f"transport: certificate serial {_serial_hex(cert.serial_number)} revoked")
 
+    def client_sans(self, ssl_object) -> tuple[list[str], list[str]] | None:
+        """(IP SANs, DNS SANs) of the verified client certificate when the peer SAN rule applies."""
+        if not self.config.check_client_san or not self.config.verifies_clients():
+            return None
+        der = ssl_object.getpeercert(binary_form=True)
+        if der is None:
+            return None
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return [], []
+        return ([str(ip) for ip in sans.get_values_for_type(x509.IPAddress)],
+                list(sans.get_values_for_type(x509.DNSName)))
+
     def _revoked_serials(self) -> frozenset[int]:
         path = self.config.crl_file
         try:
@@ -269,6 +289,29 @@ def parse_crl(data: bytes) -> frozenset[int]:
 def _serial_hex(serial: int) -> str:
     # Go prints the big-endian bytes of the serial with %x.
     return serial.to_bytes((serial.bit_length() + 7) // 8, "big").hex()
+
+
+def client_san_error(host: str, ips: list[str], dns_names: list[str],
+                     addresses_of: dict[str, list[str]]) -> str | None:
+    """etcd's checkCertSAN for a peer's client certificate: None when the SANs name `host`, the
+    connecting IP (an IP SAN equal to it, or a DNS SAN whose addresses, `addresses_of`, include it;
+    etcd also tries a reverse lookup, which is not done here), else the error etcd logs."""
+    if not ips and not dns_names:
+        return None
+    try:
+        remote = ipaddress.ip_address(host)
+    except ValueError:
+        remote = None
+    if ips:
+        if remote is not None and any(ipaddress.ip_address(ip) == remote for ip in ips):
+            return None
+        if not dns_names:
+            return f"x509: certificate is valid for {', '.join(ips)}, not {host}"
+    for name in dns_names:
+        if not name.startswith("*.") and host in addresses_of.get(name, ()):
+            return None
+    quoted = " ".join(f'"{name}"' for name in dns_names)
+    return f'tls: "{host}" does not match any of DNSNames [{quoted}]'
 
 
 def common_name_of(cert) -> str:

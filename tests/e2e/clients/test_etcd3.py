@@ -26,11 +26,15 @@ def client(server):
         yield client
 
 
-def test_status(client):
+def test_status_and_members(client, server):
     status = client.status()
     assert status.version == "3.5.1"
-    assert status.leader.id == status.leader.id != 0
-    assert status.raft_term >= 2
+    assert status.db_size > 0 and status.raft_index > 0 and status.raft_term >= 2
+    [member] = list(client.members)
+    assert member.id == status.leader.id != 0
+    assert (member.name, list(member.client_urls), list(member.peer_urls)) == (
+        "node1", [server.client_url], [server.peer_url],
+    )
 
 
 def test_put_get_range_delete(client, prefix):
@@ -104,7 +108,7 @@ def test_transaction(client, prefix):
 
 def test_watch(client, prefix):
     client.put(prefix + b"before", "0")
-    revision = client.status().raft_index and client.get(prefix + b"before")[1].mod_revision
+    revision = client.get(prefix + b"before")[1].mod_revision
     responses = queue.Queue()
     watch_id = client.add_watch_prefix_callback(prefix, responses.put, start_revision=revision + 1, prev_kv=True)
     try:

@@ -21,6 +21,15 @@ def test_discovers_the_v3_api_path(client):
     assert client.api_path == "/v3/"
 
 
+def test_status_and_members(client, server):
+    status = client.status()
+    assert status["version"] == "3.5.1"
+    assert int(status["dbSize"]) > 0 and int(status["raftTerm"]) >= 2
+    [member] = client.members()
+    assert member["ID"] == status["leader"] != "0"
+    assert (member["name"], member["clientURLs"], member["peerURLs"]) == ("node1", [server.client_url], [server.peer_url])
+
+
 def test_put_get_range_delete(client, prefix):
     assert client.put(prefix + b"a", "1") is True
     assert client.put(prefix + b"b", b"2") is True

@@ -153,8 +153,9 @@ async def open_member(config):
         metrics=metrics,
         cors=config.cors,
     )
-    client_tls = _server_tls(config, peer=False)
+    # Peer first: etcd sets up its peer listeners first, so their error is the one reported.
     peer_tls = _server_tls(config, peer=True)
+    client_tls = _server_tls(config, peer=False)
     # The gateway takes base64 values in JSON: room for a request etcd accepts.
     http1_limits = http1.Limits(body_bytes_max=max(4 << 20, 2 * limits.max_recv_message_bytes))
     serve = functools.partial(serve_url, h2_limits=limits, http1_limits=http1_limits, connections=connections)
@@ -228,10 +229,10 @@ def _server_tls(config, *, peer: bool):
                            client_key_file=key_file)
         if info.empty():
             if any(url.startswith(("https:", "unixs:")) for url in urls):
-                if peer:
-                    raise ListenError(f"cannot listen on TLS for {urls[0].split('://', 1)[-1]}: "
-                                      "KeyFile and CertFile are not presented")
                 bad = next(url for url in urls if url.startswith(("https:", "unixs:")))
+                if peer:
+                    raise ListenError(f"cannot listen on TLS for {bad.split('://', 1)[-1]}: "
+                                      "KeyFile and CertFile are not presented")
                 raise ListenError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {bad} "
                                   "with HTTPS scheme")
             return None

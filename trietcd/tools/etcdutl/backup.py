@@ -10,7 +10,8 @@ The copy belongs to a new one-member cluster, to be started with --force-new-clu
   without --with-v3, v3 requests become empty entries of the same index and term (so the consistent index
   stays right);
 - with --with-v3 the backend image is copied from a read transaction; then the `cluster` bucket is dropped and
-  the `members` rows are replaced by the new member's. Without it, only that membership and the consistent
+  the `members` rows are replaced by the new member's (the `cluster` bucket comes back
+  empty, as etcd creates the membership buckets again). Without it, only that membership and the consistent
   index (the WAL's commit and term) are written into the db file.
 """
 
@@ -129,8 +130,10 @@ def _save_db(src_path: str, dst_path: str, hard_state, node_id: int, with_v3: bo
     db = DB.open(dst_path, no_freelist_sync=True)
     try:
         with db.update() as tx:
+            # etcd drops the cluster bucket, then creates it again empty with the membership buckets.
             if tx.bucket(CLUSTER) is not None:
                 tx.delete_bucket(CLUSTER)
+            tx.create_bucket(CLUSTER)
             for name in (MEMBERS, MEMBERS_REMOVED):
                 b = tx.bucket(name) or tx.create_bucket(name)
                 for k, v in list(b.items()):

@@ -126,7 +126,7 @@ def run(argv: list[str], out, err) -> int:
     if cmd.subcommands and cmd.path != "":
         out.write(usage(cmd))
         return 0
-    missing = [name for name in cmd.required if name not in flags]
+    missing = sorted(name for name in cmd.required if name not in flags)
     if missing:
         text = "required flag(s) " + ", ".join(f'"{m}"' for m in missing) + " not set"
         err.write(f"Error: {text}\n{usage(cmd)}\nError: {text}\n")

@@ -42,11 +42,12 @@ def tls_flags(pki, cert: str = "server") -> list[str]:
             "--client-cert-auth", "--client-crl-file", str(pki.dir / "crl.pem")]
 
 
-def start(kind: str, work: Path, *extra: str, metrics: bool = False) -> tuple[Server, str | None]:
+def start(kind: str, work: Path, *extra: str, metrics: bool = False, peer_scheme: str = "http",
+          wait: bool = True) -> tuple[Server, str | None]:
     """A member with an https client URL; (server, https metrics URL or None). Waits for the port."""
     work.mkdir(parents=True, exist_ok=True)
     client_url = f"https://127.0.0.1:{free_port()}"
-    peer_url = f"http://127.0.0.1:{free_port()}"
+    peer_url = f"{peer_scheme}://127.0.0.1:{free_port()}"
     metrics_url = f"https://127.0.0.1:{free_port()}" if metrics else None
     command = ETCD_CMD if kind == "etcd" else TRIETCD_CMD
     args = [*command, "--name", "n1", "--data-dir", str(work / "data"),
@@ -61,7 +62,8 @@ def start(kind: str, work: Path, *extra: str, metrics: bool = False) -> tuple[Se
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
                                 start_new_session=True)
     server = Server(proc, client_url, peer_url, work / "data", log_path)
-    _wait_port(server)
+    if wait:
+        _wait_port(server)
     return server, metrics_url
 
 
@@ -279,3 +281,53 @@ def test_auto_tls_alike(tmp_path):
     assert facts["etcd"]["days"] == 730 and facts["etcd"]["subject"] == "O=etcd"
     assert outputs["trietcd"] == outputs["etcd"]
     assert outputs["etcd"][1] == (0, "k\nv\n", "")
+
+
+@pytest.mark.parametrize("cert, served", [("server", True), ("elsewhere", False), (None, False)],
+                         ids=["san-names-127.0.0.1", "san-of-another-host", "no-client-cert"])
+def test_peer_tls_alike(pki, tmp_path, cert, served):
+    cert_file, key_file = files(pki, "server")
+    peer_flags = ["--peer-cert-file", cert_file, "--peer-key-file", key_file,
+                  "--peer-trusted-ca-file", str(pki.dir / "ca.pem"), "--peer-client-cert-auth"]
+    answers = {}
+    for kind in SERVER_KINDS:
+        server, _ = start(kind, tmp_path / kind, *tls_flags(pki), *peer_flags, peer_scheme="https")
+        try:
+            try:
+                status, body = https_get(server.peer_url, pki, "/version", cert=cert)
+                answers[kind] = (status, json.loads(body)["etcdserver"])
+            except (ssl.SSLError, ConnectionResetError, ValueError, IndexError):
+                answers[kind] = "refused"
+        finally:
+            server.stop(signal.SIGKILL)
+    assert answers["trietcd"] == answers["etcd"]
+    assert (answers["etcd"] != "refused") == served
+
+
+def start_up_error(kind: str, work: Path, *extra: str, peer_scheme: str = "http") -> tuple[int, str]:
+    """(exit code, error of the fatal line) of a member that must not start. etcd 3.5.1 reports a certificate
+    it cannot read as "listener failed" once it serves, trietcd as "failed to start etcd" before; the error
+    text is the same."""
+    server, _ = start(kind, work, *extra, peer_scheme=peer_scheme, wait=False)
+    try:
+        code = server.proc.wait(30)
+    finally:
+        server.stop(signal.SIGKILL)
+    for line in server.log().splitlines():
+        if '"failed to start etcd"' in line or '"listener failed"' in line:
+            return code, normalize(json.loads(line)["error"])
+    raise AssertionError(server.log())
+
+
+@pytest.mark.parametrize("case", ["bad-cipher", "https-without-cert", "https-peer-without-cert", "missing-cert"])
+def test_start_up_errors_alike(pki, tmp_path, case):
+    cert_file, key_file = files(pki, "server")
+    extra, peer_scheme = {
+        "bad-cipher": (["--cert-file", cert_file, "--key-file", key_file, "--cipher-suites", "TLS_BOGUS"], "http"),
+        "https-without-cert": ([], "http"),
+        "https-peer-without-cert": (["--cert-file", cert_file, "--key-file", key_file], "https"),
+        "missing-cert": (["--cert-file", str(tmp_path / "missing.pem"), "--key-file", key_file], "http"),
+    }[case]
+    errors = {kind: start_up_error(kind, tmp_path / kind, *extra, peer_scheme=peer_scheme) for kind in SERVER_KINDS}
+    assert errors["trietcd"] == errors["etcd"]
+    assert errors["etcd"][0] == 1

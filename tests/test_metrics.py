@@ -121,3 +121,63 @@ def test_default_registry_is_shared_and_has_process_metrics():
 
     assert default_registry() is default_registry()
     assert b"process_open_fds " in default_registry().render()
+
+
+def test_exponential_buckets_like_client_golang():
+    from trietcd.metrics import DISK_BUCKETS, exponential_buckets
+
+    assert exponential_buckets(1, 2, 4) == (1, 2, 4, 8)
+    assert [format_float(b) for b in DISK_BUCKETS] == [
+        "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128", "0.256", "0.512", "1.024",
+        "2.048", "4.096", "8.192"]
+
+
+def test_collector_renders_at_scrape_time_sorted():
+    reg = Registry()
+    rows = []
+    reg.collector("c_total", "c.", "counter", ["a", "b"], lambda: rows)
+    assert reg.render() == b""  # no sample, no family
+    rows += [(("y", "1"), 2), (("x", "2"), 1)]
+    assert reg.render().decode() == (
+        '# HELP c_total c.\n# TYPE c_total counter\nc_total{a="x",b="2"} 1\nc_total{a="y",b="1"} 2\n')
+
+
+def test_server_metrics_cluster_version_is_major_minor_once_decided():
+    from trietcd.metrics import ServerMetrics
+
+    reg = Registry()
+    m = ServerMetrics(reg)
+    assert b"etcd_cluster_version" not in reg.render()
+    m.cluster_version_function = lambda: "3.5.0"
+    assert b'etcd_cluster_version{cluster_version="3.5"} 1\n' in reg.render()
+    m.ranges_applied = 2
+    m.ranges_served = lambda: 3
+    assert b"etcd_mvcc_range_total 5\n" in reg.render()
+
+
+def test_grpc_families_from_call_counters():
+    from trietcd.metrics import register_grpc_metrics
+    from trietcd.wire.conn import GrpcStats
+
+    class Method:
+        path, client_streaming, server_streaming = "/etcdserverpb.Lock/Lock", False, False
+
+    stats = GrpcStats()
+    stats.register("/etcdserverpb.KV/Put", False, False)
+    stats.register("/etcdserverpb.Watch/Watch", True, True)
+    lock = stats.of(Method())
+    lock.started += 1
+    lock.handled[4] += 1  # DeadlineExceeded
+    stats.received_bytes = 18
+    reg = Registry()
+    register_grpc_metrics(reg, stats)
+    register_grpc_metrics(reg, stats)  # once per registry
+    text = reg.render().decode()
+    assert 'grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 0' in text
+    assert 'grpc_server_started_total{grpc_method="Lock",grpc_service="etcdserverpb.Lock",grpc_type="unary"} 1' in text
+    handled = [line for line in text.splitlines() if line.startswith("grpc_server_handled_total{")]
+    # Registered methods at zero for all 17 codes; a method first seen in a call, with the codes it saw.
+    assert len(handled) == 2 * 17 + 1
+    assert ('grpc_server_handled_total{grpc_code="DeadlineExceeded",grpc_method="Lock",'
+            'grpc_service="etcdserverpb.Lock",grpc_type="unary"} 1') in handled
+    assert "etcd_network_client_grpc_received_bytes_total 18\n" in text

@@ -146,6 +146,7 @@ async def open_member(config):
         keepalive_timeout_s=config.grpc_keepalive_timeout,
     )
     metrics = default_registry()
+    _export_grpc_metrics(metrics, member)
     client_app = http_app(
         gateway=gateway_app(registry, max_recv_message_bytes=limits.max_recv_message_bytes),
         health=member.health,
@@ -196,6 +197,23 @@ async def open_member(config):
         addresses = await nursery.start(member.run, listeners)
         yield member, addresses, functools.partial(member.stop, connections.shutdown, SHUTDOWN_GRACE_S)
         nursery.cancel_scope.cancel()
+
+
+def _export_grpc_metrics(metrics, member) -> None:
+    """go-grpc-prometheus' families as etcd exports them: every method of the etcd services and of gRPC
+    health at zero from the start (Lock and Election appear once called, as in etcd, which registers them
+    after the metrics); Range calls count as the mvcc ranges they serve."""
+    from proto.etcdserverpb import rpc_pb2
+    from trietcd.api.health import HEALTH_SERVICE
+    from trietcd.metrics import register_grpc_metrics
+    from trietcd.wire.conn import grpc_stats
+
+    for service in (*rpc_pb2.DESCRIPTOR.services_by_name.values(), HEALTH_SERVICE):
+        for m in service.methods:
+            grpc_stats.register(f"/{service.full_name}/{m.name}", m.client_streaming, m.server_streaming)
+    register_grpc_metrics(metrics, grpc_stats)
+    ranges = grpc_stats.methods["/etcdserverpb.KV/Range"]
+    member.metrics.ranges_served = lambda: ranges.handled[0]
 
 
 def _server_tls(config, *, peer: bool):

@@ -6,7 +6,13 @@ of trietcd reads like one of etcd. `Registry(process=True)` adds the process col
 (process_cpu_seconds_total, process_open_fds, ...), read from /proc/self at scrape time.
 
 Every metric is owned by whoever created it; updates are plain attribute changes, safe from any
-task of the one trio thread.
+task of the one trio thread. Values that already live elsewhere (the leader, the applied index, the
+db size, the gRPC call counts a connection keeps) are read at scrape time through functions, so the
+request path pays nothing for them.
+
+The etcd-named families live here, created once per process in the default registry (as etcd's
+package-level collectors): `server_metrics()` for the member's, `register_grpc_metrics` for the
+gRPC server's (go-grpc-prometheus' names, which etcd exports).
 """
 
 import math
@@ -23,6 +29,12 @@ __all__ = [
     "CONTENT_TYPE",
     "format_float",
     "default_registry",
+    "exponential_buckets",
+    "Collector",
+    "ServerMetrics",
+    "server_metrics",
+    "register_grpc_metrics",
+    "GRPC_CODES",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -218,6 +230,29 @@ class Histogram(_Family):
         yield f"{self.name}_count{plain} {child.count}"
 
 
+def exponential_buckets(start: float, factor: float, count: int) -> tuple[float, ...]:
+    """client_golang's ExponentialBuckets."""
+    return tuple(start * factor**i for i in range(count))
+
+
+class Collector(_Family):
+    """A family whose samples `collect()` yields at scrape time as (label values, value)."""
+
+    def __init__(self, name: str, help: str, kind: str, labelnames: Sequence[str],
+                 collect: Callable[[], Iterable[tuple[Sequence[str], float]]]):
+        assert kind in ("counter", "gauge"), kind
+        self.kind = kind
+        self._collect = collect
+        self.name = name
+        self.help = help
+        self.labelnames = tuple(labelnames)
+        self._children = {}
+
+    def render_samples(self) -> Iterable[str]:
+        for values, value in sorted((tuple(v), x) for v, x in self._collect()):
+            yield f"{self.name}{_labels_text(self.labelnames, values)} {format_float(value)}"
+
+
 class Registry:
     def __init__(self, *, process: bool = False):
         self._families: dict[str, _Family] = {}
@@ -238,6 +273,10 @@ class Registry:
     def histogram(self, name: str, help: str, labelnames: Sequence[str] = (),
                   buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
         return self.register(Histogram(name, help, labelnames, buckets))
+
+    def collector(self, name: str, help: str, kind: str, labelnames: Sequence[str],
+                  collect: Callable[[], Iterable[tuple[Sequence[str], float]]]) -> Collector:
+        return self.register(Collector(name, help, kind, labelnames, collect))
 
     def get(self, name: str) -> _Family | None:
         return self._families.get(name)
@@ -322,3 +361,121 @@ def _add_process_metrics(registry: Registry) -> None:
     registry.gauge("process_virtual_memory_max_bytes", "Maximum amount of virtual memory available in bytes.") \
         .set_function(lambda: _limit("Max address space"))
 
+
+
+# -- etcd's families ----------------------------------------------------------------------------
+
+# etcd_disk_*_duration_seconds: 1 ms to 8.192 s.
+DISK_BUCKETS = exponential_buckets(0.001, 2, 14)
+
+# gRPC status codes by number, as go-grpc-prometheus spells them in grpc_code.
+GRPC_CODES = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+)
+
+
+class ServerMetrics:
+    """etcd 3.5.1's server, mvcc and disk families. The member binds the scrape-time functions to itself
+    when it starts (the last member started in a process is the one exported, as with etcd's globals) and
+    bumps the few counters that have no state to read."""
+
+    def __init__(self, registry: Registry):
+        r = registry
+        self.has_leader = r.gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")
+        self.is_leader = r.gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")
+        self.leader_changes = r.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.")
+        self.proposals_committed = r.gauge("etcd_server_proposals_committed_total",
+                                           "The total number of consensus proposals committed.")
+        self.proposals_applied = r.gauge("etcd_server_proposals_applied_total",
+                                         "The total number of consensus proposals applied.")
+        self.proposals_pending = r.gauge("etcd_server_proposals_pending",
+                                         "The current number of pending proposals to commit.")
+        self.proposals_failed = r.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.")
+        self.read_indexes_failed = r.counter("etcd_server_read_indexes_failed_total",
+                                             "The total number of failed read indexes seen.")
+        self.quota_backend_bytes = r.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
+        self.server_id = r.gauge("etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+                                 ["server_id"])
+        self.server_version = r.gauge("etcd_server_version",
+                                      "Which version is running. 1 for 'server_version' label with current version.",
+                                      ["server_version"])
+        self.cluster_version_function: Callable[[], str] = lambda: ""
+        r.collector("etcd_cluster_version",
+                    "Which version is running. 1 for 'cluster_version' label with current cluster version",
+                    "gauge", ["cluster_version"], self._cluster_version)
+        self.db_total_size = r.gauge("etcd_mvcc_db_total_size_in_bytes",
+                                     "Total size of the underlying database physically allocated in bytes.")
+        self.db_total_size_in_use = r.gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
+                                            "Total size of the underlying database logically in use in bytes.")
+        self.keys = r.gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.")
+        self.current_revision = r.gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.")
+        self.compact_revision = r.gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.")
+        self.put = r.counter("etcd_mvcc_put_total", "Total number of puts seen by this member.")
+        # Ranges run by applied txns (counted by the member) plus those served outside raft (a function of
+        # the gRPC counters, set where both are known).
+        self.ranges_applied = 0
+        self.ranges_served: Callable[[], float] = lambda: 0
+        self.range = r.counter("etcd_mvcc_range_total", "Total number of ranges seen by this member.")
+        self.range.set_function(lambda: self.ranges_applied + self.ranges_served())
+        self.delete = r.counter("etcd_mvcc_delete_total", "Total number of deletes seen by this member.")
+        self.txn = r.counter("etcd_mvcc_txn_total", "Total number of txns seen by this member.")
+        self.wal_fsync = r.histogram("etcd_disk_wal_fsync_duration_seconds",
+                                     "The latency distributions of fsync called by WAL.", buckets=DISK_BUCKETS)
+        self.backend_commit = r.histogram("etcd_disk_backend_commit_duration_seconds",
+                                          "The latency distributions of commit called by backend.", buckets=DISK_BUCKETS)
+
+    def _cluster_version(self):
+        version = self.cluster_version_function()
+        parts = version.split(".")
+        if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
+            return []  # not decided yet: etcd exports no sample
+        return [((f"{parts[0]}.{parts[1]}",), 1.0)]
+
+
+_server: ServerMetrics | None = None
+
+
+def server_metrics() -> ServerMetrics:
+    """The etcd server families of the default registry, created on first use."""
+    global _server
+    if _server is None:
+        _server = ServerMetrics(default_registry())
+    return _server
+
+
+def register_grpc_metrics(registry: Registry, stats) -> None:
+    """grpc_server_{started,handled,msg_received,msg_sent}_total and etcd_network_client_grpc_*_bytes_total,
+    read at scrape time from `stats` (trietcd.wire.conn's GrpcStats: per method path, plain counters the
+    connections bump). Methods registered before serving are exported at zero, for every code, as
+    go-grpc-prometheus does; methods first seen later, from their first call and with the codes seen."""
+    if registry.get("grpc_server_started_total") is not None:
+        return
+
+    def per_method(attribute: str):
+        def collect():
+            for m in list(stats.methods.values()):
+                yield (m.method, m.service, m.grpc_type), getattr(m, attribute)
+        return collect
+
+    def handled():
+        for m in list(stats.methods.values()):
+            for code, n in enumerate(m.handled):
+                if n or m.preregistered:
+                    yield (GRPC_CODES[code], m.method, m.service, m.grpc_type), n
+
+    labels = ["grpc_method", "grpc_service", "grpc_type"]
+    registry.collector("grpc_server_started_total", "Total number of RPCs started on the server.", "counter",
+                       labels, per_method("started"))
+    registry.collector("grpc_server_handled_total",
+                       "Total number of RPCs completed on the server, regardless of success or failure.", "counter",
+                       ["grpc_code"] + labels, handled)
+    registry.collector("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.",
+                       "counter", labels, per_method("msg_received"))
+    registry.collector("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.",
+                       "counter", labels, per_method("msg_sent"))
+    registry.counter("etcd_network_client_grpc_received_bytes_total",
+                     "The total number of bytes received from grpc clients.").set_function(lambda: stats.received_bytes)
+    registry.counter("etcd_network_client_grpc_sent_bytes_total",
+                     "The total number of bytes sent to grpc clients.").set_function(lambda: stats.sent_bytes)

@@ -180,9 +180,9 @@ def _lines(out, msg):
 async def test_member_periodic_compacts_to_the_revision_one_period_ago(tmp_path, autojump_clock):
     out = io.StringIO()
     member = _member(tmp_path, "--auto-compaction-mode=periodic", "--auto-compaction-retention=1h", out=out)
+    start = trio.current_time()  # the task starts with the member, before it serves
 
     async def body(m):
-        start = trio.current_time()
         for i in range(5):  # revisions 2..6 in the first minutes
             await _put(m, b"a")
         await trio.sleep_until(start + 1800)
@@ -207,9 +207,9 @@ async def test_member_periodic_compacts_to_the_revision_one_period_ago(tmp_path,
 
 async def test_member_revision_mode_every_5_minutes(tmp_path, autojump_clock):
     member = _member(tmp_path, "--auto-compaction-mode=revision", "--auto-compaction-retention=3")
+    start = trio.current_time()
 
     async def body(m):
-        start = trio.current_time()
         for i in range(10):  # revision 11
             await _put(m, b"k")
         await trio.sleep_until(start + 299)

@@ -46,6 +46,7 @@ from proto.walpb import record_pb2
 from trietcd.auth import AuthKeeper
 from trietcd.log import Logger, go_duration
 from trietcd.log import logger as default_logger
+from trietcd.metrics import server_metrics
 from trietcd.mvcc import KVStore
 from trietcd.mvcc.apply import Applier
 from trietcd.mvcc.errors import CompactedError, MvccError
@@ -264,6 +265,9 @@ class Member:
         self._member_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
         self._stopping = False
+        self.metrics = server_metrics()
+        self._live_keys_at = (0, 0)  # (revision, live keys at it)
+        self._bind_metrics()
 
     # --- identity -----------------------------------------------------
 
@@ -361,6 +365,8 @@ class Member:
             self._waiters.pop(rid, None)
         result = waiter.result
         if isinstance(result, BaseException):
+            if isinstance(result, (RequestTimeoutError, ProposalDroppedError)):
+                self.metrics.proposals_failed.inc()
             raise result
         return result
 
@@ -377,6 +383,7 @@ class Member:
                 if now - b.first_sent_at >= self.request_timeout_s:
                     del self._reads_in_flight[ctx]
                     b.error = RequestTimeoutError()
+                    self.metrics.read_indexes_failed.inc()
                     b.done.set()
 
     # --- reads ----------------------------------------------------------
@@ -546,6 +553,34 @@ class Member:
         await self._stopped.wait()
         self.log.info("closed etcd server", caller="embed/etcd.go", name=self.config.name)
 
+    def _bind_metrics(self) -> None:
+        """Exports this member's state through the scrape-time functions of etcd's families."""
+        m = self.metrics
+        m.has_leader.set_function(lambda: self.leader_id != 0)
+        m.is_leader.set_function(lambda: self.leader_id != 0 and self.leader_id == self.id)
+        m.proposals_committed.set_function(lambda: self.raft_index)
+        m.proposals_applied.set_function(lambda: self.applied_index)
+        m.proposals_pending.set_function(lambda: len(self._waiters))
+        m.quota_backend_bytes.set(self.quota.max_bytes)
+        m.server_id.labels(f"{self.id:x}").set(1)
+        m.server_version.labels(self.version).set(1)
+        m.cluster_version_function = lambda: self._applier.cluster_version or ""
+        m.db_total_size.set_function(self.db_size_bytes)
+        m.db_total_size_in_use.set_function(self.db_size_in_use_bytes)
+        m.keys.set_function(self._live_keys)
+        m.current_revision.set_function(lambda: self.store.current_revision)
+        m.compact_revision.set_function(lambda: max(self.store.compact_revision, 0))
+
+    def _live_keys(self) -> int:
+        """etcd_debugging_mvcc_keys_total: keys not deleted. One pass over the index, so counted again only
+        when the revision moved since the last scrape."""
+        store = self.store
+        revision = store.current_revision
+        cached = self._live_keys_at
+        if cached[0] != revision:
+            cached = self._live_keys_at = (revision, store.index.count_revisions(b"", b"", revision))
+        return cached[1]
+
     # ---- the raft loop
 
     async def _ticker(self) -> None:
@@ -630,15 +665,19 @@ class Member:
         """WAL append (and fsync when raft says so). On a disk that syncs fast, in this thread: handing ~0.1 ms
         of work to a worker costs more than it saves. On a slow disk, in a worker thread, so the loop keeps
         serving meanwhile. The choice follows a moving average of the time an fdatasync took."""
+        synced_before = wal.last_sync_s
         if self._wal_sync_s < WAL_INLINE_SYNC_MAX_S:
             wal.save(hs, entries)
         else:
             await trio.to_thread.run_sync(wal.save, hs, entries)
+        if wal.last_sync_s is not synced_before:  # rebound by each fdatasync
+            self.metrics.wal_fsync.observe(wal.last_sync_s)
         self._wal_sync_s += (wal.last_sync_s - self._wal_sync_s) / 8
 
     def _on_soft_state(self, ss) -> None:
         if ss.lead != self.leader_id:
             if ss.lead:
+                self.metrics.leader_changes.inc()
                 self.log.info("elected leader", caller="raft/raft.go",
                               **{"local-member-id": f"{self.id:x}", "leader": f"{ss.lead:x}",
                                  "term": self.node.raft.term})
@@ -666,7 +705,11 @@ class Member:
         self.applied_index = last.Index
         self._applied_term = last.Term
         self.leases.after_apply()  # promotes the lessor once a new leader applied its first entry
+        count = _MVCC_COUNTS.get
         for rid, result in results:
+            counter = count(type(result))
+            if counter is not None:
+                counter(self.metrics, result)
             if isinstance(result, CompactionResult):
                 done = trio.Event()
                 self._compactions_send.send_nowait((result.compaction, done))
@@ -746,7 +789,9 @@ class Member:
             self._commit_now = trio.Event()
             if self.backend.pending:
                 async with self._backend_lock:
+                    started = time.perf_counter()
                     await self.backend.commit_async()
+                    self.metrics.backend_commit.observe(time.perf_counter() - started)
 
     async def _compactor(self) -> None:
         limit = self.config.experimental_compaction_batch_limit or 1000
@@ -840,6 +885,38 @@ class Member:
                 published = True
                 self.log.info("published local member to cluster through raft", caller="etcdserver/server.go",
                               **{"local-member-id": f"{self.id:x}", "cluster-id": f"{self.cluster_id:x}"})
+
+
+def _count_txn(metrics, response) -> None:
+    """etcd's mvcc counters for one applied Txn: every operation it ran, nested ones included, and the txn
+    itself when it ran more than one."""
+    ops = [0, 0, 0]  # ranges, puts, deletes
+    _count_ops(response, ops)
+    metrics.ranges_applied += ops[0]
+    metrics.put.inc(ops[1])
+    metrics.delete.inc(ops[2])
+    if sum(ops) > 1:
+        metrics.txn.inc()
+
+
+def _count_ops(response, ops: list[int]) -> None:
+    for op in response.responses:
+        kind = op.WhichOneof("response")
+        if kind == "response_range":
+            ops[0] += 1
+        elif kind == "response_put":
+            ops[1] += 1
+        elif kind == "response_delete_range":
+            ops[2] += 1
+        elif kind == "response_txn":
+            _count_ops(op.response_txn, ops)
+
+
+_MVCC_COUNTS = {
+    rpc_pb2.PutResponse: lambda metrics, _: metrics.put.inc(),
+    rpc_pb2.DeleteRangeResponse: lambda metrics, _: metrics.delete.inc(),
+    rpc_pb2.TxnResponse: _count_txn,
+}
 
 
 class _CompactionWait:

@@ -34,6 +34,50 @@ _FINAL_FLUSH_S = 1.0
 _IDLE_WORKERS_MAX = 16  # idle call tasks a connection keeps for reuse (memory per connection)
 
 
+class MethodStats:
+    """Counters of one gRPC method (what go-grpc-prometheus exports as grpc_server_*), bumped by the
+    connections and read when metrics are scraped: plain ints, no formatting on the call path."""
+
+    __slots__ = ("service", "method", "grpc_type", "preregistered", "started", "msg_received", "msg_sent",
+                 "handled")
+
+    def __init__(self, path: str, client_streaming: bool, server_streaming: bool, preregistered: bool):
+        self.service, _, self.method = path[1:].rpartition("/")
+        self.grpc_type = ("bidi_stream" if server_streaming else "client_stream") if client_streaming else (
+            "server_stream" if server_streaming else "unary")
+        self.preregistered = preregistered
+        self.started = 0
+        self.msg_received = 0
+        self.msg_sent = 0
+        self.handled = [0] * 17  # by status code
+
+
+class GrpcStats:
+    """Per-method counters and the bytes of messages received and sent (payloads, as grpc-go's codec sees
+    them), for every connection of the process."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, MethodStats] = {}
+        self.received_bytes = 0
+        self.sent_bytes = 0
+
+    def register(self, path: str, client_streaming: bool, server_streaming: bool) -> None:
+        """Exports a method before its first call (at zero)."""
+        if path not in self.methods:
+            self.methods[path] = MethodStats(path, client_streaming, server_streaming, True)
+
+    def of(self, method) -> MethodStats:
+        stats = self.methods.get(method.path)
+        if stats is None:
+            stats = self.methods[method.path] = MethodStats(method.path, method.client_streaming,
+                                                            method.server_streaming, False)
+        return stats
+
+
+# The process' counters, as go-grpc-prometheus keeps its own in the default registry.
+grpc_stats = GrpcStats()
+
+
 class Call:
     """One gRPC call as its handler sees it."""
 
@@ -58,6 +102,7 @@ class Call:
         "_started",
         "_done",
         "_trailing",
+        "_stats",
     )
 
     def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str):
@@ -82,6 +127,7 @@ class Call:
         self._started = False  # the handler task exists
         self._done = False  # our END_STREAM (or a reset) is queued
         self._trailing = None
+        self._stats: MethodStats | None = None  # set while the call is counted as started, not yet handled
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -112,6 +158,9 @@ class Call:
         if not st.headers_sent:
             conn.send_headers(sid, g.RESPONSE_HEADERS)
         conn.send_data(sid, g.frame_message(payload))
+        if self._stats is not None:
+            self._stats.msg_sent += 1
+            grpc_stats.sent_bytes += len(payload)
         shell.wake_writer()
         return not self._over_limits()
 
@@ -136,6 +185,9 @@ class Call:
             if self._queue:
                 raw = self._queue.popleft()
                 self._consumed(len(raw) + 5)
+                if self._stats is not None:
+                    self._stats.msg_received += 1
+                    grpc_stats.received_bytes += len(raw)
                 try:
                     request = method.request_type.FromString(raw)
                 except DecodeError as exc:
@@ -403,6 +455,7 @@ class _Connection:
         call = self.calls.get(sid)
         if call is None:
             return
+        _count_handled(call, Status.CANCELLED)
         call._done = True
         self._forget(call)
         if call._scope is not None:
@@ -468,6 +521,11 @@ class _Connection:
         """Runs the handler and answers; trio.Cancelled passes through."""
         if call._done:  # reset before the task got to it
             return
+        stats = call._stats = grpc_stats.of(call._method)
+        stats.started += 1
+        if request_raw is not None:
+            stats.msg_received += 1
+            grpc_stats.received_bytes += len(request_raw)
         if call.deadline != math.inf and trio.current_time() >= call.deadline:
             self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
             return
@@ -494,6 +552,7 @@ class _Connection:
         if trio.current_time() >= call.deadline:
             self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
         else:
+            _count_handled(call, Status.CANCELLED)
             call._done = True
             self._forget(call)
             self.conn.reset_stream(call._stream_id, f.CANCEL)
@@ -514,7 +573,12 @@ class _Connection:
         else:
             if not isinstance(result, method.response_type):
                 raise GrpcError(Status.INTERNAL, f"handler returned {type(result).__name__}, not {method.response_type.__name__}")
-            conn.send_response(sid, g.RESPONSE_HEADERS, g.frame_message(result.SerializeToString()), trailers)
+            payload = result.SerializeToString()
+            conn.send_response(sid, g.RESPONSE_HEADERS, g.frame_message(payload), trailers)
+            if call._stats is not None:
+                call._stats.msg_sent += 1
+                grpc_stats.sent_bytes += len(payload)
+        _count_handled(call, Status.OK)
         call._done = True
         self._forget(call)
         self.wake_writer()
@@ -529,6 +593,7 @@ class _Connection:
                 self.conn.send_trailers(sid, g.trailers_block(code, message, call._trailing))
             else:
                 self.conn.send_headers(sid, g.trailers_only_block(code, message, call._trailing), end_stream=True)
+        _count_handled(call, code)
         call._done = True
         self._forget(call)
         self.wake_writer()
@@ -536,6 +601,13 @@ class _Connection:
     def _answer_error(self, sid: int, code: Status, message: str) -> None:
         """Trailers-only answer for a request that never reaches a handler."""
         self.conn.send_headers(sid, g.trailers_only_block(code, message), end_stream=True)
+
+
+def _count_handled(call: Call, code: Status) -> None:
+    stats = call._stats
+    if stats is not None:
+        call._stats = None
+        stats.handled[code] += 1
 
 
 async def serve_h2(

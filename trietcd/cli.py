@@ -157,6 +157,7 @@ async def open_member(config):
     # Peer first: etcd sets up its peer listeners first, so their error is the one reported.
     peer_tls = _server_tls(config, peer=True)
     client_tls = _server_tls(config, peer=False)
+    metrics_tls = _metrics_tls(config, client_tls)
     # The gateway takes base64 values in JSON: room for a request etcd accepts.
     http1_limits = http1.Limits(body_bytes_max=max(4 << 20, 2 * limits.max_recv_message_bytes))
     serve = functools.partial(serve_url, h2_limits=limits, http1_limits=http1_limits, connections=connections)
@@ -171,7 +172,7 @@ async def open_member(config):
     listeners += [
         functools.partial(
             serve, url, registry=None, http_app=metrics_app(health=member.health, metrics=metrics),
-            ssl_context=client_tls if url.startswith("https") else None,
+            ssl_context=metrics_tls if url.startswith("https") else None,
         )
         for url in config.listen_metrics_urls
     ]
@@ -214,6 +215,18 @@ def _export_grpc_metrics(metrics, member) -> None:
     register_grpc_metrics(metrics, grpc_stats)
     ranges = grpc_stats.methods["/etcdserverpb.KV/Range"]
     member.metrics.ranges_served = lambda: ranges.handled[0]
+
+
+def _metrics_tls(config, client_tls):
+    """The TLS of https metrics URLs: the client settings plus the peer SAN rule, as etcd's
+    metrics listener is a plain transport listener with the client TLSInfo."""
+    https = [url for url in config.listen_metrics_urls if url.startswith("https:")]
+    if not https:
+        return None
+    if client_tls is None:
+        raise ListenError(f"cannot listen on TLS for {https[0].split('://', 1)[-1]}: "
+                          "KeyFile and CertFile are not presented")
+    return client_tls.with_client_san_check()
 
 
 def _server_tls(config, *, peer: bool):

@@ -14,7 +14,8 @@ Rules (etcd `client/pkg/transport/listener.go` and `listener_tls.go`, v3.5.1):
   verified connection, as in etcd, and parsed again when it changed.
 - Cipher suites are named as Go names them; they apply to TLS 1.2 (Go cannot restrict TLS 1.3's).
 
-ALPN offers "h2" and "http/1.1": gRPC clients ask for h2, curl for either.
+ALPN offers only "h2", as etcd does: gRPC clients get HTTP/2 at once; a client that asks for
+"http/1.1" alone gets no ALPN answer and the listener sniffs what it sends.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
     "verify_hostname",
 ]
 
-ALPN_PROTOCOLS = ("h2", "http/1.1")
+ALPN_PROTOCOLS = ("h2",)
 
 # Go's cipher suite names (crypto/tls CipherSuites() and InsecureCipherSuites(), plus the two short
 # aliases etcd's tlsutil accepts) -> OpenSSL's name for the same IANA suite. TLS 1.3 suites map to
@@ -160,6 +161,10 @@ class ServerTLS:
         self.context()
         if config.crl_file:
             self._revoked_serials()
+
+    def with_client_san_check(self) -> "ServerTLS":
+        """The same settings with the peer SAN rule on (etcd's https metrics listeners have it)."""
+        return ServerTLS(attrs.evolve(self.config, check_client_san=True))
 
     def context(self) -> ssl.SSLContext:
         """The context for a new connection; rebuilt when the certificate or key file changed."""

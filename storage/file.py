@@ -458,20 +458,24 @@ class DB:
 # ---- compaction ------------------------------------------------------------------
 
 
-def compact(src: DB, dst: DB, *, tx_max_bytes: int = 1 << 20, fill_percent: float = 0.9) -> None:
+def compact(src: DB, dst: DB, *, tx_max_bytes: int = 1 << 20, fill_percent: float = 0.9,
+            tx_max_keys: int | None = None) -> None:
     """Copy every bucket and key of `src` into the empty database `dst`, densely (etcd's defrag).
 
-    Commits whenever about `tx_max_bytes` of keys and values were copied.
+    Commits whenever about `tx_max_bytes` of keys and values, or more than `tx_max_keys` keys, were copied.
+    (A commit that splits a run of big values rewrites the leaf the last ones sit in, so a small byte limit
+    leaves free pages behind in the copy.)
     """
     with src.view() as rtx:
-        compact_tx(rtx, dst, tx_max_bytes=tx_max_bytes, fill_percent=fill_percent)
+        compact_tx(rtx, dst, tx_max_bytes=tx_max_bytes, fill_percent=fill_percent, tx_max_keys=tx_max_keys)
 
 
-def compact_tx(rtx, dst: DB, *, tx_max_bytes: int = 1 << 20, fill_percent: float = 0.9) -> None:
+def compact_tx(rtx, dst: DB, *, tx_max_bytes: int = 1 << 20, fill_percent: float = 0.9,
+               tx_max_keys: int | None = None) -> None:
     """`compact` from the snapshot a read transaction `rtx` sees (it stays open; may run in another thread
     than the one that began it)."""
     wtx = dst.begin(True)
-    state = {"tx": wtx, "bytes": 0}
+    state = {"tx": wtx, "bytes": 0, "keys": 0, "max_keys": tx_max_keys}
     try:
         for name, _ in list(rtx.root.items()):
             _copy_bucket(rtx.root.bucket(name), state, [name], dst, tx_max_bytes, fill_percent)
@@ -498,10 +502,13 @@ def _copy_bucket(src_bucket, state, path, dst, tx_max_bytes, fill_percent) -> No
             _copy_bucket(src_bucket.bucket(k), state, path + [k], dst, tx_max_bytes, fill_percent)
             target = dst_bucket()
             continue
-        if state["bytes"] >= tx_max_bytes:
+        max_keys = state["max_keys"]
+        if state["bytes"] >= tx_max_bytes or (max_keys is not None and state["keys"] >= max_keys):
             state["tx"].commit()
             state["tx"] = dst.begin(True)
             state["bytes"] = 0
+            state["keys"] = 0
             target = dst_bucket()
         target.put(k, v)
         state["bytes"] += len(k) + len(v)
+        state["keys"] += 1

@@ -28,7 +28,10 @@ from .batch import MISSING, ReadBuffer, merge_range
 from .schema import CONF_STATE, CONSISTENT_INDEX, META, TERM, decode_u64, encode_u64
 
 ITEMS_CHUNK_ROWS = 1000  # rows read per step by `items`; the read view may change between steps
-DEFRAG_TX_MAX_BYTES = 1 << 20  # defrag commits the copy about every this many bytes of rows
+# Defrag commits the copy every 10000 rows, as etcd (defragLimit), or at this many bytes of rows, whichever
+# first: committing after every few big values would leave their leaves' old copies free in the file.
+DEFRAG_TX_MAX_KEYS = 10_000
+DEFRAG_TX_MAX_BYTES = 64 << 20
 DEFRAG_FILL_PERCENT = 0.9  # etcd's defrag fill (dense pages: the copy only appends)
 
 
@@ -96,7 +99,8 @@ class DefragJob:
     def copy(self) -> None:
         """The dense copy of the commit the job began at."""
         try:
-            compact_tx(self._src_tx, self.dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT)
+            compact_tx(self._src_tx, self.dst, tx_max_bytes=DEFRAG_TX_MAX_BYTES, fill_percent=DEFRAG_FILL_PERCENT,
+                       tx_max_keys=DEFRAG_TX_MAX_KEYS)
         finally:
             self._src_tx.rollback()
         self.copied = True
@@ -354,14 +358,15 @@ class Backend:
         self.pending = 0
 
     def _open_views(self, old_rtx=None) -> None:
-        """A read view of the last commit, then the batch write transaction. The old read view closes
-        in between: the writer's begin then frees the pages only that view still needed."""
-        self._rtx = self._db.begin(False)
-        self._rbuckets = self._buckets_of(self._rtx)
+        """The batch write transaction, then a read view of the last commit (etcd's order). The old read
+        view closes first, so the writer's begin frees every page no reader needs, those the last commit
+        freed included: a reader of that commit never needed them."""
         if old_rtx is not None:
             old_rtx.rollback()
         self._wtx = self._db.begin(True)
         self._wbuckets = self._buckets_of(self._wtx)
+        self._rtx = self._db.begin(False)
+        self._rbuckets = self._buckets_of(self._rtx)
         self._update_sizes()
 
     def _update_sizes(self) -> None:

@@ -331,3 +331,37 @@ def test_start_up_errors_alike(pki, tmp_path, case):
     errors = {kind: start_up_error(kind, tmp_path / kind, *extra, peer_scheme=peer_scheme) for kind in SERVER_KINDS}
     assert errors["trietcd"] == errors["etcd"]
     assert errors["etcd"][0] == 1
+
+
+def test_client_cert_allowed_hostname_alike(pki, tmp_path):
+    outputs = {}
+    for kind in SERVER_KINDS:
+        server, _ = start(kind, tmp_path / kind, *tls_flags(pki), "--client-cert-allowed-hostname",
+                          "alice.example.com")
+        try:
+            allowed = etcdctl(server, "put", "k", "v", pki=pki, cert="alice")
+            refused = etcdctl(server, "get", "k", pki=pki, cert="client", timeout_args=REFUSED_TIMEOUTS)
+            outputs[kind] = (allowed, refused[0], refused[1], refused[2].splitlines()[-1])
+        finally:
+            server.stop(signal.SIGKILL)
+    assert outputs["trietcd"] == outputs["etcd"]
+    assert outputs["etcd"] == ((0, "OK\n", ""), 1, "", "Error: context deadline exceeded")
+
+
+def test_peer_cert_allowed_cn_alike(pki, tmp_path):
+    cert_file, key_file = files(pki, "server")
+    peer_flags = ["--peer-cert-file", cert_file, "--peer-key-file", key_file,
+                  "--peer-trusted-ca-file", str(pki.dir / "ca.pem"), "--peer-cert-allowed-cn", "server"]
+    answers = {}
+    for kind in SERVER_KINDS:
+        server, _ = start(kind, tmp_path / kind, *tls_flags(pki), *peer_flags, peer_scheme="https")
+        try:
+            for cert in ("server", "client"):  # CN=server; CN=root
+                try:
+                    answers[kind, cert] = https_get(server.peer_url, pki, "/version", cert=cert)[0]
+                except (ssl.SSLError, ConnectionResetError, ValueError, IndexError):
+                    answers[kind, cert] = "refused"
+        finally:
+            server.stop(signal.SIGKILL)
+    assert answers == {("etcd", "server"): 200, ("etcd", "client"): "refused",
+                       ("trietcd", "server"): 200, ("trietcd", "client"): "refused"}

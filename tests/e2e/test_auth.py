@@ -6,8 +6,14 @@ from __future__ import annotations
 import re
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
 
 from tests.e2e.servers import ETCD_CMD, TRIETCD_CMD, start
+
+JWT_KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "jwt"
+JWT_RS256 = f"jwt,pub-key={JWT_KEYS / 'rs.pub'},priv-key={JWT_KEYS / 'rs.key'},sign-method=RS256"
 
 # (etcdctl arguments, stdin)
 SCRIPT = [
@@ -82,10 +88,12 @@ def play(server) -> list[tuple]:
     return out
 
 
-def test_etcdctl_auth_flow_as_etcd(tmp_path):
+@pytest.mark.parametrize("tokens", [(), ("--auth-token", JWT_RS256)], ids=["simple", "jwt"])
+def test_etcdctl_auth_flow_as_etcd(tmp_path, tokens):
     (tmp_path / "etcd").mkdir()
     (tmp_path / "trietcd").mkdir()
-    servers = [start(tmp_path / "etcd", ETCD_CMD), start(tmp_path / "trietcd", TRIETCD_CMD, "--bcrypt-cost", "4")]
+    servers = [start(tmp_path / "etcd", ETCD_CMD, *tokens),
+               start(tmp_path / "trietcd", TRIETCD_CMD, "--bcrypt-cost", "4", *tokens)]
     try:
         with ThreadPoolExecutor(2) as pool:
             expected, got = pool.map(play, servers)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import base64
 import contextvars
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 import bcrypt
 import trio
 
 from trietcd.auth import errors
+from trietcd.auth.jwt import JwtTokens, parse_token_opts
 from trietcd.auth.store import ROOT_USER, AuthInfo, AuthStore
-from trietcd.auth.tokens import SimpleTokens, token_index
+from trietcd.auth.tokens import NopTokens, SimpleTokens, token_index
 
 __all__ = ["AuthKeeper", "BCRYPT_MIN_COST", "BCRYPT_MAX_COST", "BCRYPT_DEFAULT_COST"]
 
@@ -38,10 +40,6 @@ class AuthKeeper:
     def __init__(self, backend, *, token_opts: str = "simple", token_ttl_s: float = 300, bcrypt_cost: int = 10,
                  client_cert_auth: bool = False, wait_applied: Callable[[int], Awaitable[None]] | None = None,
                  log=None) -> None:
-        kind = token_opts.split(",")[0]
-        if kind != "simple":
-            # etcd also knows "jwt" and "" (no tokens); this member serves simple tokens only.
-            raise errors.InvalidAuthOptsError()
         if not BCRYPT_MIN_COST <= bcrypt_cost <= BCRYPT_MAX_COST:
             if log is not None:
                 log.warn("use default bcrypt cost instead of the invalid given cost", caller="auth/store.go",
@@ -52,7 +50,7 @@ class AuthKeeper:
         self.client_cert_auth = client_cert_auth
         self._wait_applied = wait_applied
         self._rng = random.SystemRandom()  # token prefixes are secrets
-        self.tokens = SimpleTokens(token_ttl_s, self._rng)
+        self.tokens = _token_provider(token_opts, token_ttl_s, self._rng, log)
         self.store = AuthStore(backend, self.tokens, hash_password=self._hash_now)
 
     # ---- tasks
@@ -81,6 +79,11 @@ class AuthKeeper:
             token = md.get("authorization")
         if token is None:
             return self._info_from_tls(call, md)
+        if isinstance(self.tokens, _JwtProvider):
+            found = self.tokens.jwt.info(token, time.time())
+            if found is None:
+                raise errors.InvalidAuthTokenError()
+            return AuthInfo(*found)  # the revision the token was made at: the apply checks it
         index = token_index(token)
         if index is None:
             raise errors.InvalidAuthTokenError()
@@ -133,3 +136,62 @@ def _matches(hashed: bytes, password: bytes) -> bool:
         return bcrypt.checkpw(password[:BCRYPT_PASSWORD_MAX_BYTES], hashed)
     except ValueError:  # not a bcrypt hash (a user added without a password hash)
         return False
+
+
+def _token_provider(token_opts: str, ttl_s: float, rng: random.Random, log):
+    """etcd's NewTokenProvider for `--auth-token`: "simple", "jwt,<options>" or "" (no tokens)."""
+    kind, opts = parse_token_opts(token_opts)
+    if kind == "simple":
+        if log is not None:
+            log.warn("simple token is not cryptographically signed", caller="auth/store.go")
+        return SimpleTokens(ttl_s, rng)
+    if kind == "jwt":
+        files = {}
+        for name in ("priv-key", "pub-key"):
+            path = opts.get(name)
+            if path:
+                try:
+                    with open(path, "rb") as f:
+                        files[path] = f.read()
+                except OSError:
+                    raise errors.InvalidAuthOptsError() from None
+        jwt = JwtTokens(opts, files)
+        if jwt.unknown_options and log is not None:
+            log.warn("unknown JWT options", caller="auth/jwt.go", keys=jwt.unknown_options)
+        return _JwtProvider(jwt)
+    if kind == "":
+        return NopTokens()
+    if log is not None:
+        log.warn("unknown token type", caller="auth/store.go", type=kind, error=str(errors.InvalidAuthOptsError()))
+    raise errors.InvalidAuthOptsError()
+
+
+class _JwtProvider:
+    """JWT tokens as the auth store uses a token provider: signed with the wall clock's time (their `exp` is
+    seconds since the epoch), kept nowhere, so enabling, disabling and user changes drop none."""
+
+    enabled = True
+
+    def __init__(self, jwt: JwtTokens) -> None:
+        self.jwt = jwt
+
+    def gen_prefix(self) -> str:
+        return ""
+
+    def enable(self) -> None:
+        pass
+
+    def disable(self) -> None:
+        pass
+
+    def assign(self, username: str, prefix: str, index: int, now: float, *, revision: int = 0) -> str:
+        return self.jwt.assign(username, revision, time.time())
+
+    def user_of(self, token: str, now: float) -> str | None:
+        return None
+
+    def invalidate_user(self, username: str) -> None:
+        pass
+
+    def expire(self, now: float) -> list[str]:
+        return []

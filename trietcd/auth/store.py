@@ -146,7 +146,7 @@ class AuthStore:
         user = self._user(name)
         if user is None or user.options.no_password:
             raise errors.AuthFailedError()
-        return self.tokens.assign(name, prefix, index, now)
+        return self.tokens.assign(name, prefix, index, now, revision=self.revision)
 
     def password_of(self, name: str) -> tuple[bytes, int]:
         """etcd's CheckPassword before the hash comparison: the user's hash and the revision it was read at."""

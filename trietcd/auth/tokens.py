@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["SimpleTokens", "TOKEN_LETTERS", "TOKEN_PREFIX_LEN", "token_index"]
+from trietcd.auth.errors import AuthFailedError
+
+__all__ = ["NopTokens", "SimpleTokens", "TOKEN_LETTERS", "TOKEN_PREFIX_LEN", "token_index"]
 
 TOKEN_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TOKEN_PREFIX_LEN = 16
@@ -51,7 +53,8 @@ class SimpleTokens:
         self._users.clear()
         self._expiry.clear()
 
-    def assign(self, username: str, prefix: str, index: int, now: float) -> str:
+    def assign(self, username: str, prefix: str, index: int, now: float, *, revision: int = 0) -> str:
+        """The token of a login applied at `index` (`revision`, the auth revision, is for JWT tokens)."""
         token = f"{prefix}.{index}"
         if self.enabled:
             # etcd panics on a reused token: the index of the entry makes it unique.
@@ -82,3 +85,30 @@ class SimpleTokens:
 
     def __len__(self) -> int:
         return len(self._users)
+
+
+class NopTokens:
+    """`--auth-token ""`: no tokens at all (etcd's tokenNop): every login fails, every token is invalid."""
+
+    enabled = False
+
+    def gen_prefix(self) -> str:
+        return ""
+
+    def enable(self) -> None:
+        pass
+
+    def disable(self) -> None:
+        pass
+
+    def assign(self, username: str, prefix: str, index: int, now: float, *, revision: int = 0) -> str:
+        raise AuthFailedError()
+
+    def user_of(self, token: str, now: float) -> str | None:
+        return None
+
+    def invalidate_user(self, username: str) -> None:
+        pass
+
+    def expire(self, now: float) -> list[str]:
+        return []

@@ -43,7 +43,7 @@ from proto.etcdserverpb import rpc_pb2
 from proto.etcdserverpb.raft_internal_pb2 import RequestHeader as _RequestHeader
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
-from trietcd.auth import AuthKeeper
+from trietcd.auth import AuthError, AuthKeeper
 from trietcd.log import Logger, go_duration
 from trietcd.log import logger as default_logger
 from trietcd.metrics import server_metrics
@@ -186,10 +186,13 @@ class Member:
             self.lessor.recover()  # leases from the lease bucket, their keys from the live KVs
             self.watch_hub = WatchHub(self.store, progress_interval_s=config.experimental_watch_progress_notify_interval)
             self.alarms = AlarmStore.load(self.backend)
-            self.auth = AuthKeeper(self.backend, token_opts=config.auth_token, token_ttl_s=config.auth_token_ttl,
-                                   bcrypt_cost=config.bcrypt_cost,
-                                   client_cert_auth=config.client_transport_security.client_cert_auth,
-                                   wait_applied=self._wait_applied, log=self.log)
+            try:
+                self.auth = AuthKeeper(self.backend, token_opts=config.auth_token,
+                                       token_ttl_s=config.auth_token_ttl, bcrypt_cost=config.bcrypt_cost,
+                                       client_cert_auth=config.client_transport_security.client_cert_auth,
+                                       wait_applied=self._wait_applied, log=self.log)
+            except AuthError as exc:  # --auth-token: etcd does not start either
+                raise BootstrapError(str(exc)) from None
             self._applier = EntryApplier(
                 store=self.store,
                 kv=Applier(self.store, self.lessor.exists),

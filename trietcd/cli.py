@@ -258,6 +258,16 @@ def _server_tls(config, *, peer: bool):
                 logger.info("created key file", caller="transport/listener.go", path=key_file)
             info = TLSInfo(cert_file=cert_file, key_file=key_file, client_cert_file=cert_file,
                            client_key_file=key_file)
+        for url in urls:
+            if url.startswith(("http:", "unix:")):
+                field = {f"{which}-url": url}
+                if not info.empty():
+                    logger.warn("scheme is HTTP while key and cert files are present; ignoring key and cert files",
+                                caller="embed/etcd.go", **field)
+                if info.client_cert_auth:
+                    flag = "--peer-client-cert-auth" if peer else "--client-cert-auth"
+                    logger.warn(f"scheme is HTTP while {flag} is enabled; ignoring client cert auth for this URL",
+                                caller="embed/etcd.go", **field)
         if info.empty():
             if any(url.startswith(("https:", "unixs:")) for url in urls):
                 bad = next(url for url in urls if url.startswith(("https:", "unixs:")))
@@ -277,7 +287,8 @@ def _server_tls(config, *, peer: bool):
     except TLSConfigError as exc:
         raise ListenError(str(exc)) from None
     logger.info(f"starting with {which} TLS", caller="embed/etcd.go",
-                **{"tls-info": f"cert = {info.cert_file}, key = {info.key_file}, trusted-ca = {info.trusted_ca_file}, "
+                **{"tls-info": f"cert = {info.cert_file}, key = {info.key_file}, client-cert={info.client_cert_file}, "
+                               f"client-key={info.client_key_file}, trusted-ca = {info.trusted_ca_file}, "
                                f"client-cert-auth = {str(info.client_cert_auth).lower()}, crl-file = {info.crl_file}",
                    "cipher-suites": list(config.cipher_suites)})
     return server

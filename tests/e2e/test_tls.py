@@ -262,23 +262,42 @@ def self_signed_facts(cert_file: Path) -> dict:
     }
 
 
+def peer_version_insecure(url: str) -> int:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with ctx.wrap_socket(sock) as tls:
+            tls.sendall(f"GET /version HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            out = b""
+            while chunk := tls.recv(4096):
+                out += chunk
+    return int(out.split()[1])
+
+
 def test_auto_tls_alike(tmp_path):
     facts, outputs = {}, {}
     for kind in SERVER_KINDS:
-        server, _ = start(kind, tmp_path / kind, "--auto-tls", "--self-signed-cert-validity", "2")
+        server, _ = start(kind, tmp_path / kind, "--auto-tls", "--peer-auto-tls", "--self-signed-cert-validity", "2",
+                          peer_scheme="https")
         try:
-            fixtures = server.data_dir / "fixtures" / "client"
-            assert sorted(p.name for p in fixtures.iterdir()) == ["cert.pem", "key.pem"], kind
-            assert oct((fixtures / "key.pem").stat().st_mode & 0o777) == "0o600", kind
-            facts[kind] = self_signed_facts(fixtures / "cert.pem")
+            for which in ("client", "peer"):
+                fixtures = server.data_dir / "fixtures" / which
+                assert sorted(p.name for p in fixtures.iterdir()) == ["cert.pem", "key.pem"], kind
+                assert oct((fixtures / "key.pem").stat().st_mode & 0o777) == "0o600", kind
+                facts[kind, which] = self_signed_facts(fixtures / "cert.pem")
+            facts[kind, "peer-answers"] = peer_version_insecure(server.peer_url)
             insecure = ("--insecure-skip-tls-verify", "--insecure-transport=false")
             outputs[kind] = [etcdctl(server, "put", "k", "v", timeout_args=insecure),
                              etcdctl(server, "get", "k", timeout_args=insecure),
                              etcdctl(server, "get", "k", timeout_args=REFUSED_TIMEOUTS)[0]]
         finally:
             server.stop(signal.SIGKILL)
-    assert facts["trietcd"] == facts["etcd"]
-    assert facts["etcd"]["days"] == 730 and facts["etcd"]["subject"] == "O=etcd"
+    assert {k[1]: v for k, v in facts.items() if k[0] == "trietcd"} == {k[1]: v for k, v in facts.items()
+                                                                         if k[0] == "etcd"}
+    assert facts["etcd", "client"]["days"] == 730 and facts["etcd", "client"]["subject"] == "O=etcd"
+    assert facts["etcd", "peer-answers"] == 200
     assert outputs["trietcd"] == outputs["etcd"]
     assert outputs["etcd"][1] == (0, "k\nv\n", "")
 

@@ -198,3 +198,24 @@ def test_lock(run, prefix):
         assert await third.release() is True
 
     run(body)
+
+
+def test_auth(auth_server):
+    host, port = auth_server.endpoint.rsplit(":", 1)
+
+    async def body():
+        async with aetcd.Client(host=host, port=int(port), timeout=TIMEOUT_S, username="alice", password="pw") as alice:
+            await alice.put(b"/a/k", b"v")
+            assert (await alice.get(b"/a/k")).value == b"v"
+            with pytest.raises(aetcd.ClientError, match="^etcdserver: permission denied$"):
+                await alice.put(b"/b/k", b"v")
+            with pytest.raises(aetcd.ClientError, match="^etcdserver: permission denied$"):
+                await alice.get_prefix(b"/")
+        with pytest.raises(aetcd.InvalidArgumentError, match="authentication failed, invalid user ID or password"):
+            async with aetcd.Client(host=host, port=int(port), timeout=TIMEOUT_S, username="alice", password="x"):
+                pass
+        async with aetcd.Client(host=host, port=int(port), timeout=TIMEOUT_S) as anonymous:
+            with pytest.raises(aetcd.InvalidArgumentError, match="^etcdserver: user name is empty$"):
+                await anonymous.get(b"/a/k")
+
+    asyncio.run(asyncio.wait_for(body(), 3 * TIMEOUT_S))

@@ -7,6 +7,7 @@ pytest, see isolation.py), as a project using etcd3 with today's protobuf has to
 
 from __future__ import annotations
 
+import functools
 import queue
 
 import grpc
@@ -200,3 +201,33 @@ def test_lock_acquire_waits_for_a_held_lock(client, prefix):
     name = prefix.decode() + "lock"
     with client.lock(name, ttl=60):
         assert client.lock(name, ttl=60).acquire(timeout=0.5) is False
+
+
+
+def test_auth_over_tls(tls_auth_server):
+    # python-etcd3 sends its token as call credentials too, which grpcio sends over TLS only.
+    server, ca_file = tls_auth_server
+    host, port = server.client_url.removeprefix("https://").rsplit(":", 1)
+    connect = functools.partial(etcd3.client, host=host, port=int(port), timeout=TIMEOUT_S, ca_cert=str(ca_file))
+    with connect(user="alice", password="pw") as alice:
+        alice.put("/a/k", "v")
+        assert alice.get("/a/k")[0] == b"v"
+        with pytest.raises(grpc.RpcError) as raised:
+            alice.put("/b/k", "v")
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert raised.value.details() == "etcdserver: permission denied"
+        with pytest.raises(grpc.RpcError) as raised:
+            list(alice.get_prefix("/"))
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        lease = alice.lease(60)
+        alice.put("/a/leased", "v", lease=lease)
+        assert lease.keys == [b"/a/leased"]
+    with pytest.raises(grpc.RpcError) as raised:
+        connect(user="alice", password="wrong")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "etcdserver: authentication failed, invalid user ID or password"
+    with connect() as anonymous:
+        with pytest.raises(grpc.RpcError) as raised:
+            anonymous.get("/a/k")
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details() == "etcdserver: user name is empty"

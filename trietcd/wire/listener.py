@@ -222,7 +222,9 @@ async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_
     kind, data = await _sniff(stream, sniff_timeout_s)
     if ssl_context is not None:
         if kind != sniff.Kind.TLS:
-            log.warning("rejected connection from %s: tls: first record does not look like a TLS handshake", peer)
+            # Go's words: a client that sends nothing (a TCP probe) ends in EOF.
+            reason = "tls: first record does not look like a TLS handshake" if data else "EOF"
+            log.warning("rejected connection from %s: %s", peer, reason)
             return
         tls_stream = await _handshake(stream, data, ssl_context, peer=peer, timeout_s=sniff_timeout_s)
         if tls_stream is None:

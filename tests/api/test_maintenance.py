@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import trio
@@ -323,3 +325,38 @@ async def test_downgrade_as_etcd_answers_a_single_member(tmp_path, clock, action
 ])
 def test_parse_downgrade_version(text, want):
     assert parse_downgrade_version(text) == want
+
+
+def disk_at(tmp_path, name: str, files) -> Path:
+    """A copy of the files as they are now: what a crash at this point leaves on disk."""
+    d = tmp_path / name
+    d.mkdir()
+    for f in files:
+        if f.exists():
+            shutil.copy(f, d / f.name)
+    return d / "db"
+
+
+def test_a_crash_at_any_step_of_a_defrag_leaves_a_usable_db(tmp_path):
+    path = tmp_path / "live" / "db"
+    path.parent.mkdir()
+    b = Backend.open(str(path), fsync=False)
+    want = fill(b, 2000)
+    job = b.begin_defrag()
+    tmp = Path(job.tmp_path)
+    crashed = [disk_at(tmp_path, "begun", [path, tmp])]
+    b.put(KEY, b"late", b"1")
+    b.commit()
+    job.copy()
+    crashed.append(disk_at(tmp_path, "copied", [path, tmp]))
+    job.apply(job.take_ops())
+    crashed.append(disk_at(tmp_path, "replayed", [path, tmp]))
+    b.put(KEY, b"pending", b"2")
+    trio.run(b.finish_defrag_async, job)
+    crashed.append(disk_at(tmp_path, "renamed", [path]))
+    b.close()
+    committed = {**want, b"late": b"1"}
+    for db, rows_want in zip(crashed, (want, committed, committed, {**committed, b"pending": b"2"})):
+        with Backend.open(str(db), fsync=False) as reopened:
+            assert dict(reopened.range(KEY, b"", b"")) == rows_want, db
+        assert os.listdir(db.parent) == ["db"]  # the unfinished copy is removed on open

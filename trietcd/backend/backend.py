@@ -187,9 +187,12 @@ class Backend:
     @classmethod
     def open(cls, path: str, *, batch_limit: int = 10_000, fsync: bool = True,
              lock_timeout_s: float | None = None) -> "Backend":
-        """Open (or create) the db file at `path`; creates the buckets that are missing."""
+        """Open (or create) the db file at `path`; creates the buckets that are missing. Copies a defrag left
+        beside it (`<path>.tmp.<digits>`, from a process that stopped before renaming one over the db) are
+        removed once the db's lock is held: no defrag of it can be running then."""
         db = DB.open(path, no_freelist_sync=True, fsync=fsync, lock_timeout_s=lock_timeout_s)
         try:
+            _remove_defrag_leftovers(str(path))
             return cls(db, batch_limit=batch_limit, path=str(path))
         except BaseException:
             db.close()
@@ -538,6 +541,14 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _remove_defrag_leftovers(path: str) -> None:
+    directory, name = os.path.split(os.path.abspath(path))
+    prefix = name + ".tmp."
+    for entry in os.listdir(directory):
+        if entry.startswith(prefix) and entry[len(prefix):].isdigit():
+            os.unlink(os.path.join(directory, entry))
 
 
 def _fsync_dir(path: str) -> None:

@@ -5,7 +5,7 @@ from trietcd.wire.h2_conn import H2Limits
 from trietcd.wire.conn import Call, ConnectionSet, serve_h2
 from trietcd.wire.http1 import BodyWriter, HttpApp, Request, Response, StreamingBody
 from trietcd.wire.listener import ListenError, serve_http1, serve_url
-from trietcd.wire.tls import server_context
+from trietcd.wire.tls import ServerTLS, ServerTLSConfig, TLSConfigError, self_signed_cert, server_context
 
 __all__ = [
     "Call",
@@ -25,4 +25,8 @@ __all__ = [
     "serve_url",
     "ListenError",
     "server_context",
+    "ServerTLS",
+    "ServerTLSConfig",
+    "TLSConfigError",
+    "self_signed_cert",
 ]

@@ -125,6 +125,7 @@ async def open_member(config):
     """
     from trietcd.api import build_registry
     from trietcd.api.gateway import gateway_app
+    from trietcd.api.health import Probes
     from trietcd.api.http import http_app, metrics_app
     from trietcd.metrics import default_registry
     from trietcd.peer import peer_http_app
@@ -147,12 +148,14 @@ async def open_member(config):
     )
     metrics = default_registry()
     _export_grpc_metrics(metrics, member)
+    probes = Probes(member, metrics)
     client_app = http_app(
         gateway=gateway_app(registry, max_recv_message_bytes=limits.max_recv_message_bytes),
         health=member.health,
         version=member.version_info,
         metrics=metrics,
         cors=config.cors,
+        probes=probes,
     )
     # Peer first: etcd sets up its peer listeners first, so their error is the one reported.
     peer_tls = _server_tls(config, peer=True)
@@ -171,7 +174,7 @@ async def open_member(config):
     ]
     listeners += [
         functools.partial(
-            serve, url, registry=None, http_app=metrics_app(health=member.health, metrics=metrics),
+            serve, url, registry=None, http_app=metrics_app(health=member.health, metrics=metrics, probes=probes),
             ssl_context=metrics_tls if url.startswith("https") else None,
         )
         for url in config.listen_metrics_urls

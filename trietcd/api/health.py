@@ -1,19 +1,34 @@
-"""grpc.health.v1.Health: the standard gRPC health service etcd registers.
+"""Health probes: the standard gRPC health service etcd registers, and the HTTP /livez and /readyz of
+etcd 3.5.9+.
 
-Probes such as grpc-health-probe ask it; etcd 3.5.1 answers SERVING for the
-empty service name while it runs and NOT_FOUND "unknown service" for any
-other name. The messages are gRPC's own (`grpc/health/v1/health.proto`),
-described here field for field so no extra generated module is needed.
+grpc.health.v1.Health: probes such as grpc-health-probe ask it; etcd 3.5.1 answers SERVING for the
+empty service name while it runs and NOT_FOUND "unknown service" for any other name. The messages are
+gRPC's own (`grpc/health/v1/health.proto`), described here field for field so no extra generated
+module is needed.
+
+/livez and /readyz (etcd 3.5.9's `etcdhttp/health.go`, served beside 3.5.1's /health):
+- /livez runs `serializable_read`; /readyz runs `data_corruption` (no CORRUPT alarm), `serializable_read`
+  and `linearizable_read` (a ReadIndex through the leader, so it fails without one). Each check also has
+  its own path, /readyz/<name>; `?exclude=<name>` skips one (unknown names are ignored).
+- 200 "ok\n" (with `?verbose`, one "[+]<name> ok" line per check first); 503 with the
+  "[-]<name> failed: <error>" / "[+]<name> ok" lines when a check fails; GET only (405 otherwise).
+- etcd runs the checks in Go map order; here they run in the order above.
 """
 
 from __future__ import annotations
 
+import urllib.parse
+
 import trio
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from proto.etcdserverpb import rpc_pb2
+from trietcd import metrics as metrics_mod
+from trietcd.server.errors import ServerError
 from trietcd.wire import GrpcError, Status
+from trietcd.wire.http1 import Request, Response
 
-__all__ = ["HealthService", "HEALTH_SERVICE", "SERVING", "NOT_SERVING"]
+__all__ = ["HealthService", "HEALTH_SERVICE", "SERVING", "NOT_SERVING", "Probes"]
 
 UNKNOWN, SERVING, NOT_SERVING = 0, 1, 2
 
@@ -74,3 +89,92 @@ class HealthService:
             changed = self._changed
             await call.send(_Response(status=self._status))
             await changed.wait()
+
+
+# ---- /livez and /readyz ----------------------------------------------------------------------------
+
+_TEXT_HEADERS = (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"))
+# etcd's texts for the errors a read can fail with here (api/errors.py maps them for gRPC).
+_ERROR_TEXTS = {
+    "RequestTimeoutError": "etcdserver: request timed out",
+    "StoppedError": "etcdserver: server stopped",
+    "ProposalDroppedError": "etcdserver: request timed out",
+}
+
+
+class Probes:
+    """The /livez and /readyz handlers of one member."""
+
+    def __init__(self, member, registry: metrics_mod.Registry | None = None) -> None:
+        self._member = member
+        registry = registry or metrics_mod.default_registry()
+        self._gauge = registry.get("etcd_server_healthcheck") or registry.gauge(
+            "etcd_server_healthcheck", "The result of each kind of healthcheck.", ["name", "type"])
+        self._counter = registry.get("etcd_server_healthchecks_total") or registry.counter(
+            "etcd_server_healthchecks_total", "The total number of each kind of healthcheck.",
+            ["name", "status", "type"])  # label names sorted, as client_golang writes them
+        self._checks = {
+            "livez": {"serializable_read": self._serializable_read},
+            "readyz": {"data_corruption": self._data_corruption, "serializable_read": self._serializable_read,
+                       "linearizable_read": self._linearizable_read},
+        }
+
+    def handles(self, path: str) -> bool:
+        kind, _, name = path[1:].partition("/")
+        checks = self._checks.get(kind)
+        return checks is not None and (name == "" and "/" not in path[1:] or name in checks)
+
+    async def serve(self, request: Request, path: str, query: str) -> Response:
+        """The answer for a path `handles` accepted."""
+        if request.method != "GET":
+            return Response(405, (("Allow", "GET"), *_TEXT_HEADERS), b"Method Not Allowed\n")
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        kind, _, only = path[1:].partition("/")
+        checks = self._checks[kind]
+        if only:
+            names = [only]
+        else:
+            excluded = {e for e in params.get("exclude", ()) if e}
+            names = [n for n in checks if n not in excluded]
+        lines = []
+        ok = True
+        for name in names:
+            error = await checks[name]()
+            status = "success" if error is None else "error"
+            self._gauge.labels(name, kind).set(1 if error is None else 0)
+            self._counter.labels(name, status, kind).inc()
+            if error is None:
+                lines.append(f"[+]{name} ok\n")
+            else:
+                ok = False
+                lines.append(f"[-]{name} failed: {error}\n")
+        reason = "".join(lines)
+        if not ok:
+            # http.Error: the text and a newline.
+            return Response(503, _TEXT_HEADERS, (reason + "\n").encode())
+        body = (reason if "verbose" in params else "") + "ok\n"
+        return Response(200, _TEXT_HEADERS, body.encode())
+
+    async def _data_corruption(self) -> str | None:
+        if self._member.alarms.has(rpc_pb2.CORRUPT):
+            return "alarm activated: CORRUPT"
+        return None
+
+    async def _serializable_read(self) -> str | None:
+        await trio.lowlevel.checkpoint()
+        try:
+            self._member.store.range(b"", limit=1)
+        except Exception as exc:  # a read that fails for any reason is what the probe reports
+            return str(exc) or type(exc).__name__
+        return None
+
+    async def _linearizable_read(self) -> str | None:
+        member = self._member
+        try:
+            with trio.fail_after(member.request_timeout_s):
+                await member.read_barrier()
+        except trio.TooSlowError:
+            return _ERROR_TEXTS["RequestTimeoutError"]
+        except ServerError as exc:
+            return _ERROR_TEXTS.get(type(exc).__name__) or str(exc) or type(exc).__name__
+        return await self._serializable_read()

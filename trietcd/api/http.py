@@ -92,8 +92,9 @@ def _sorted_headers(response: Response, extra: tuple[tuple[str, str], ...] = ())
     return Response(response.status, tuple(headers), response.body)
 
 
-def metrics_app(*, health: HealthCheck, metrics: metrics_mod.Registry) -> HttpApp:
-    """What etcd serves on --listen-metrics-urls: /metrics and /health only, without CORS."""
+def metrics_app(*, health: HealthCheck, metrics: metrics_mod.Registry, probes=None) -> HttpApp:
+    """What etcd serves on --listen-metrics-urls: /metrics, /health (and /livez, /readyz with `probes`, an
+    api.health.Probes), without CORS."""
     serve_health = _health_handler(health, metrics)
 
     async def route(request: Request) -> Response:
@@ -105,6 +106,8 @@ def metrics_app(*, health: HealthCheck, metrics: metrics_mod.Registry) -> HttpAp
             return await serve_health(request, query)
         if path == "/metrics":
             return Response(200, (("Content-Type", metrics_mod.CONTENT_TYPE),), metrics.render())
+        if probes is not None and probes.handles(path):
+            return await probes.serve(request, path, query)
         return _go_error(404, "404 page not found")
 
     async def app(request: Request) -> Response:
@@ -120,6 +123,7 @@ def http_app(
     version: Callable[[], dict],
     metrics: metrics_mod.Registry,
     cors: Iterable[str] = ("*",),
+    probes=None,
 ) -> HttpApp:
     allowed_origins = frozenset(cors)
     serve_health = _health_handler(health, metrics)
@@ -160,6 +164,8 @@ def http_app(
             return serve_version(request)
         if path == "/metrics":
             return Response(200, (("Content-Type", metrics_mod.CONTENT_TYPE),), metrics.render())
+        if probes is not None and probes.handles(path):
+            return await probes.serve(request, path, query)
         if path == "/v3" and gateway is not None:
             return _redirect(request, "/v3/" + (f"?{query}" if query else ""))
         if path.startswith("/v3/") and gateway is not None:

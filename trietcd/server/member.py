@@ -85,6 +85,7 @@ READ_INDEX_RETRY_S = 0.5
 WAIT_SWEEP_S = 0.1
 # While an fdatasync of the WAL takes less than this on average, WAL saves run in the event loop's thread
 # (see Member._wal_save).
+LEARNER_READY_FRACTION = 0.9  # etcd's readyPercent
 WAL_INLINE_SYNC_MAX_S = 0.002
 COMPACTION_PAUSE_S = 0.01
 DEFRAG_CATCH_UP_ROUNDS = 3  # replays of the writes made during a defrag's copy before the last, blocking one
@@ -239,6 +240,7 @@ class Member:
         self._waiters: dict[int, _Waiter] = {}
         self._deadlines: collections.deque[_Waiter] = collections.deque()
         self._proposals: list[tuple[int, bytes]] = []
+        self._conf_proposals: list[raft_pb2.ConfChange] = []  # membership changes, ID set
         self._ticks = 0
         self._campaign = False
         self._transferee = 0  # a leadership transfer for the raft loop to start
@@ -354,13 +356,34 @@ class Member:
         finally:
             self._finish(rid, result)
 
-    async def _propose_and_wait(self, rid: int, data: bytes):
+    async def configure(self, cc: raft_pb2.ConfChange):
+        """One membership change through raft (etcd's configure): `cc` gets a fresh ID; returns the
+        members once it is applied, or raises the error its validation at apply gave."""
+        cc.id = self._ids.next()
+        error = await self._propose_and_wait(cc.id, None, conf_change=cc)
+        if error is not None:
+            raise error
+        return self.membership.sorted_members()
+
+    def learner_ready(self, member_id: int) -> bool:
+        """etcd's isLearnerReady on the leader: a member raft tracks whose match index is under 90% of
+        the leader's is not ready (an unknown one is, its promotion fails at apply)."""
+        progress = self.node.raft.prs.progress
+        pr = progress.get(member_id)
+        if pr is None:
+            return True
+        return pr.match >= progress[self.id].match * LEARNER_READY_FRACTION
+
+    async def _propose_and_wait(self, rid: int, data: bytes | None, *, conf_change=None):
         if self._stopping:
             raise StoppedError()
         waiter = _Waiter(trio.current_time() + self.request_timeout_s)
         self._waiters[rid] = waiter
         self._deadlines.append(waiter)
-        self._proposals.append((rid, data))
+        if conf_change is not None:
+            self._conf_proposals.append(conf_change)
+        else:
+            self._proposals.append((rid, data))
         self._raft_wake.set()
         try:
             await waiter.wait()
@@ -484,6 +507,14 @@ class Member:
                 return False, f"ALARM {name}"
         if self.leader_id == 0:
             return False, "RAFT NO LEADER"
+        # etcd 3.5.1's checkV3Health: then a linearizable read, within the request timeout.
+        try:
+            with trio.fail_after(self.request_timeout_s):
+                await self.read_barrier()
+        except (trio.TooSlowError, RequestTimeoutError, ProposalDroppedError):
+            return False, "RANGE ERROR:etcdserver: request timed out"
+        except StoppedError:
+            return False, "RANGE ERROR:etcdserver: server stopped"
         return True, ""
 
     def version_info(self) -> dict[str, str]:
@@ -605,13 +636,21 @@ class Member:
         if self._transferee:
             node.transfer_leader(self._transferee)
             self._transferee = 0
-        if self._proposals:
+        # Without a leader, proposals wait for one (or their timeout), as etcd's raft node holds them;
+        # a follower without a leader would drop them.
+        if self._proposals and self.leader_id:
             proposals, self._proposals = self._proposals, []
             try:
                 node.propose_many([data for _, data in proposals])
             except raft_errors.ProposalDroppedError:
                 for rid, _ in proposals:
                     self._finish(rid, ProposalDroppedError())
+        while self._conf_proposals and self.leader_id:
+            cc = self._conf_proposals.pop(0)
+            try:
+                node.propose_conf_change(cc)
+            except raft_errors.ProposalDroppedError:
+                self._finish(cc.id, ProposalDroppedError())
         batch = self._read_batch
         if batch.waiters:
             self._read_batch = _ReadBatch(self._read_ctx())
@@ -685,6 +724,8 @@ class Member:
                               **{"local-member-id": f"{self.id:x}", "leader": f"{ss.lead:x}",
                                  "term": self.node.raft.term})
             self.leader_id = ss.lead
+            if ss.lead:
+                self._raft_wake.set()  # proposals held for a leader can go now
             self.leases.on_leader_change(ss.lead == self.id)
             self._pulse()
 

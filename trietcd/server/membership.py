@@ -23,7 +23,7 @@ __all__ = ["MemberInfo", "Membership", "compute_member_id", "compute_cluster_id"
 def compute_member_id(peer_urls: Iterable[str], cluster_token: str, now_unix: int | None = None) -> int:
     data = "".join(sorted(peer_urls)).encode() + cluster_token.encode()
     if now_unix is not None:
-        data += struct.pack(">q", now_unix)
+        data += str(now_unix).encode()  # a member added at run time: its second, in decimal
     return struct.unpack(">Q", hashlib.sha1(data).digest()[:8])[0]
 
 
@@ -81,6 +81,31 @@ class Membership:
     def sorted_members(self) -> list[MemberInfo]:
         # etcd sorts members by ID in MemberList and /members.
         return [self.members[mid] for mid in sorted(self.members)]
+
+    # etcd's --strict-reconfig-check rules (RaftCluster.IsReadyTo...): a member has started once it has
+    # published its name.
+
+    def _voting(self) -> list[MemberInfo]:
+        return [m for m in self.members.values() if not m.is_learner]
+
+    def ready_to_add_voting_member(self) -> bool:
+        voting = self._voting()
+        started = sum(1 for m in voting if m.name)
+        if started == 1 and len(voting) == 1:
+            return True  # growing a one-member cluster (the documented way to restore one)
+        members = len(voting) + 1
+        return started >= members // 2 + 1
+
+    def ready_to_remove_voting_member(self, member_id: int) -> bool:
+        rest = [m for m in self._voting() if m.id != member_id]
+        started = sum(1 for m in rest if m.name)
+        return started >= len(rest) // 2 + 1
+
+    def ready_to_promote_member(self, member_id: int) -> bool:
+        voting = self._voting()
+        members = len(voting) + 1  # the learner counts, as started
+        started = sum(1 for m in voting if m.name) + 1
+        return started >= members // 2 + 1
 
 
 def verify_bootstrap(

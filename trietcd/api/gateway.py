@@ -446,7 +446,13 @@ def _stream_error_chunk(exc: GrpcError) -> bytes:
 
 class GatewayCall:
     """The `call` a handler gets when reached through the gateway (same surface as an HTTP/2
-    call: metadata, peer, deadline, send, requests, set_trailing_metadata)."""
+    call: metadata, peer, deadline, send, requests, set_trailing_metadata, tls_common_name).
+
+    `tls_common_name` is always None: etcd's gateway reaches the gRPC server as a client of its
+    own, so no certificate of the HTTP client ever names the caller (etcd refuses such requests
+    outright when client certificate auth and auth are on: see http.py)."""
+
+    tls_common_name: str | None = None
 
     def __init__(self, *, metadata: dict[str, str], peer: str, deadline: float, requests: list, send=None):
         self.metadata = metadata

@@ -15,6 +15,8 @@ import json
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 
+import attrs
+
 from trietcd import metrics as metrics_mod
 from trietcd.gojson import go_string
 from trietcd.wire.http1 import HttpApp, Request, Response, split_target
@@ -124,8 +126,13 @@ def http_app(
     metrics: metrics_mod.Registry,
     cors: Iterable[str] = ("*",),
     probes=None,
+    host_whitelist: Iterable[str] = ("*",),
 ) -> HttpApp:
+    """The client port's HTTP app. `host_whitelist` (--host-whitelist) is checked on every request
+    this app serves, so an https listener is to get an app without it: etcd checks the Host header
+    only of requests that did not come over TLS."""
     allowed_origins = frozenset(cors)
+    allowed_hosts = frozenset(host_whitelist)
     serve_health = _health_handler(health, metrics)
 
     def cors_headers(request: Request) -> tuple[tuple[str, str], ...]:
@@ -154,8 +161,7 @@ def http_app(
         path = urllib.parse.unquote(path)
         if path.startswith("/v3beta/"):
             path = "/v3/" + path[len("/v3beta/"):]
-            request = Request(request.method, path + (f"?{query}" if query else ""), request.headers,
-                              request.body, request.peer)
+            request = attrs.evolve(request, target=path + (f"?{query}" if query else ""))
         if path != "*" and clean_path(path) != path:
             return _redirect(request, clean_path(path) + (f"?{query}" if query else ""))
         if path == "/health":
@@ -173,6 +179,37 @@ def http_app(
         return _go_error(404, "404 page not found")
 
     async def app(request: Request) -> Response:
+        # etcd's accessController: the Host check comes first, and its refusal has no CORS headers.
+        if allowed_hosts and "*" not in allowed_hosts:
+            host = go_hostname(request.header("host"))
+            if host not in allowed_hosts:
+                return _sorted_headers(_go_error(421, _unrecognized_host(host)))
         return _sorted_headers(await route(request), cors_headers(request))
 
     return app
+
+
+def go_hostname(host: str) -> str:
+    """etcd's httputil.GetHostname of a Host header: the host of net.SplitHostPort, else all of it."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0 or host[end + 1:end + 2] != ":" or "]" in host[end + 1:] or "[" in host[1:]:
+            return host
+        return host[1:end]
+    colon = host.rfind(":")
+    if colon < 0 or ":" in host[:colon] or "[" in host or "]" in host:
+        return host
+    return host[:colon]
+
+
+def _unrecognized_host(host: str) -> str:
+    # etcd's errCVE20185702 text; its %q of an ASCII host is a Go string literal.
+    quoted = '"' + host.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return (
+        "\netcd received your request, but the Host header was unrecognized.\n\n"
+        "To fix this, choose one of the following options:\n"
+        "- Enable TLS, then any HTTPS request will be allowed.\n"
+        "- Add the hostname you want to use to the whitelist in settings.\n"
+        f"  - e.g. etcd --host-whitelist {quoted}\n\n"
+        'This requirement has been added to help prevent "DNS Rebinding" attacks (CVE-2018-5702).\n'
+    )

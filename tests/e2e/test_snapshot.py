@@ -5,6 +5,7 @@ the same keys, leases and HashKV as the source."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -99,3 +100,31 @@ def test_snapshot_moves_between_trietcd_and_etcd(tmp_path, source):
     }
     for name, got in runs.items():
         assert got == want, name
+
+
+def auth_outcomes(server, tmp_path) -> list:
+    for argv in (["user", "add", "root:rootpw"], ["user", "add", "u:upw"], ["auth", "enable"]):
+        assert server.etcdctl(*argv).returncode == 0
+    out = []
+    for who in ([], ["--user", "u:upw"], ["--user", "root:rootpw"]):
+        for argv in (["snapshot", "save", str(tmp_path / "s.db")], ["defrag"], ["endpoint", "hashkv"]):
+            r = server.etcdctl(*who, *argv)
+            text = r.stdout + "".join(line + "\n" for line in r.stderr.splitlines() if '"level"' not in line)
+            out.append((r.returncode, re.sub(r", \d+\n$", ", <HASH>\n",
+                                             text.replace(server.endpoint, "<EP>").replace(str(tmp_path), "<T>"))))
+    return out
+
+
+def test_snapshot_defrag_and_hashkv_need_root_as_in_etcd(tmp_path):
+    results = []
+    for kind, command in (("etcd", ETCD_CMD), ("trietcd", TRIETCD_CMD)):
+        (tmp_path / kind).mkdir()
+        server = start(tmp_path / kind, command)
+        try:
+            results.append(auth_outcomes(server, tmp_path / kind))
+        finally:
+            server.stop()
+    assert results[1] == results[0]
+    assert results[0][0] == (5, "Error: rpc error: code = Unknown desc = auth: user name is empty\n")
+    assert results[0][3][1].endswith("auth: permission denied)\n")
+    assert results[0][6] == (0, "Snapshot saved at <T>/s.db\n")

@@ -56,14 +56,16 @@ class MaintenanceService:
         )
 
     async def _check_admin(self, call) -> None:
-        # etcd's authMaintenanceServer: Snapshot, Defragment, Hash and HashKV need root once auth is on.
+        # etcd's authMaintenanceServer: Snapshot, Defragment, Hash and HashKV need root once auth is on. It
+        # returns the auth store's error as it is, so clients see UNKNOWN with the store's text
+        # ("auth: permission denied"), not the mapped etcdserver error the other services answer.
         auth = getattr(self._server, "auth", None)
         if auth is None:
             return
         try:
             auth.store.check_admin(await auth.auth_info(call))
         except AuthError as exc:
-            raise errors.to_grpc_error(exc) from None
+            raise GrpcError(Status.UNKNOWN, str(exc)) from None
 
     async def Hash(self, request: rpc_pb2.HashRequest, call) -> rpc_pb2.HashResponse:
         # The whole backend (less the consistent index and term), after a commit.

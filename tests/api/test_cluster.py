@@ -23,6 +23,8 @@ async def test_learner_added_listed_not_promotable_removed(tmp_path):
         assert added.member == rpc_pb2.Member(ID=lid, peerURLs=[LEARNER_URL], isLearner=True)
         assert [(x.ID, x.isLearner) for x in added.members] == sorted([(m.id, False), (lid, True)])
         assert m.node.raft.prs.config.learners == {lid}
+        with trio.fail_after(5):  # a linearizable read through raft's ReadIndex: the only voter answers it
+            await m.read_barrier()
         with pytest.raises(errors.ErrGRPCLearnerNotReady):  # it has not caught up (it never will here)
             await svc.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=lid), None)
         with pytest.raises(errors.ErrGRPCTooManyLearners):

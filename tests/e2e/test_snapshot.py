@@ -126,5 +126,5 @@ def test_snapshot_defrag_and_hashkv_need_root_as_in_etcd(tmp_path):
             server.stop()
     assert results[1] == results[0]
     assert results[0][0] == (5, "Error: rpc error: code = Unknown desc = auth: user name is empty\n")
-    assert results[0][3][1].endswith("auth: permission denied)\n")
+    assert results[0][4][1].endswith("auth: permission denied)\n")  # defrag as u
     assert results[0][6] == (0, "Snapshot saved at <T>/s.db\n")

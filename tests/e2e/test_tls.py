@@ -63,15 +63,17 @@ def start(kind: str, work: Path, *extra: str, metrics: bool = False, peer_scheme
                                 start_new_session=True)
     server = Server(proc, client_url, peer_url, work / "data", log_path)
     if wait:
-        _wait_port(server)
+        # Every listener: the peer port may open after the client port.
+        for url in (client_url, peer_url, *([metrics_url] if metrics_url else [])):
+            _wait_port(server, url)
     return server, metrics_url
 
 
-def _wait_port(server: Server, timeout: float = 15) -> None:
+def _wait_port(server: Server, url: str, timeout: float = 15) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    port = int(server.client_url.rsplit(":", 1)[1])
+    port = int(url.rsplit(":", 1)[1])
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited {server.proc.returncode}:\n{server.log()}")

@@ -136,6 +136,10 @@ def prefix(request) -> bytes:
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if getattr(getattr(item, "module", None), DELEGATED, False) and item.name != "test_in_a_fresh_interpreter":
-            item.add_marker(pytest.mark.skip(reason="runs in a fresh interpreter, in test_in_a_fresh_interpreter"))
+    # A module whose library must run in a fresh interpreter is, here, only its test_in_a_fresh_interpreter.
+    elsewhere = [item for item in items if getattr(getattr(item, "module", None), DELEGATED, False)
+                 and item.name != "test_in_a_fresh_interpreter"]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        moved = set(map(id, elsewhere))
+        items[:] = [item for item in items if id(item) not in moved]

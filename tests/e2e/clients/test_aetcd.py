@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.clients.isolation import load
 
-aetcd = load("aetcd", globals())
+aetcd = load("aetcd", globals(), isolated=True)
 
 TIMEOUT_S = 10
 

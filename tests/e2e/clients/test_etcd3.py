@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.clients.isolation import load
 
-etcd3 = load("etcd3", globals(), child_env={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})
+etcd3 = load("etcd3", globals(), isolated=True, child_env={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})
 
 TIMEOUT_S = 10
 

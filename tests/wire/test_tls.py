@@ -575,3 +575,30 @@ async def test_peer_listener_checks_client_sans(pki, nursery):
             results[check, cert] = out.endswith(b"ok")
     assert results == {(True, "server"): True, (True, "elsewhere"): False, (True, "client"): True,
                        (False, "server"): True, (False, "elsewhere"): True, (False, "client"): True}
+
+
+@pytest.mark.parametrize("first, error", [(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                                           "tls: first record does not look like a TLS handshake"), (b"", "EOF")])
+async def test_refusal_is_logged_as_etcd_logs_it(pki, first, error):
+    import io
+    import json
+
+    from trietcd.log import logger
+
+    out = io.StringIO()
+    saved = logger._out
+    logger.set_output(out)
+    try:
+        client, server = trio.testing.memory_stream_pair()
+        if first:
+            await client.send_all(first)
+        await client.send_eof()
+        await listener._serve_connection(
+            server, peer="ipv4:127.0.0.1:5555", registry=None, http_app=echo_app, h2_limits=H2Limits(),
+            ssl_context=server_tls(pki), connections=ConnectionSet(), sniff_timeout_s=5.0,
+            http1_limits=http1.Limits())
+    finally:
+        logger.set_output(saved)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(l["level"], l["msg"], l["remote-addr"], l["server-name"], l["error"]) for l in lines] == [
+        ("warn", "rejected connection", "127.0.0.1:5555", "", error)]

@@ -30,6 +30,7 @@ import urllib.parse
 
 import trio
 
+from trietcd.log import logger as etcd_logger
 from trietcd.wire import http1, sniff
 from trietcd.wire.tls import ServerTLS, TLSConfigError, TLSRejected, client_san_error, common_name
 from trietcd.wire.grpc_call import Registry
@@ -224,7 +225,7 @@ async def _serve_connection(stream, *, peer, registry, http_app, h2_limits, ssl_
         if kind != sniff.Kind.TLS:
             # Go's words: a client that sends nothing (a TCP probe) ends in EOF.
             reason = "tls: first record does not look like a TLS handshake" if data else "EOF"
-            log.warning("rejected connection from %s: %s", peer, reason)
+            _rejected(peer, reason)
             return
         tls_stream = await _handshake(stream, data, ssl_context, peer=peer, timeout_s=sniff_timeout_s)
         if tls_stream is None:
@@ -260,25 +261,25 @@ async def _handshake(stream, data: bytes, ssl_context, *, peer: str, timeout_s: 
         context = server_tls.context() if server_tls is not None else ssl_context
     except TLSConfigError as exc:
         # A certificate being rotated may be unreadable for a moment; etcd fails that handshake.
-        log.warning("rejected connection from %s: %s", peer, exc)
+        _rejected(peer, str(exc))
         return None
     tls_stream = trio.SSLStream(PrefixedStream(stream, data), context, server_side=True)
     with trio.move_on_after(timeout_s) as scope:
         try:
             await tls_stream.do_handshake()
         except trio.BrokenResourceError as exc:
-            log.warning("rejected connection from %s: %s", peer, _handshake_error(exc))
+            _rejected(peer, _handshake_error(exc))
             await _send_alert(stream, tls_stream)
             return None
     if scope.cancelled_caught:
-        log.warning("rejected connection from %s: TLS handshake timed out", peer)
+        _rejected(peer, "TLS handshake timed out")
         return None
     if server_tls is not None:
         try:
             server_tls.check(tls_stream)
             await _check_client_san(server_tls, tls_stream, stream)
         except TLSRejected as exc:
-            log.warning("rejected connection from %s: %s", peer, exc)
+            _rejected(peer, str(exc))
             with trio.CancelScope(shield=True, deadline=trio.current_time() + TLS_CLOSE_TIMEOUT_S):
                 try:
                     await tls_stream.aclose()
@@ -330,6 +331,14 @@ async def _send_alert(stream, tls_stream: trio.SSLStream) -> None:
             await stream.send_all(outgoing.read())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+def _rejected(peer: str, error: str) -> None:
+    """etcd's "rejected connection" line (embed/config_logging.go), with Go's remote address."""
+    kind, _, address = peer.partition(":")
+    remote = address if kind in ("ipv4", "ipv6", "unix") else peer
+    etcd_logger.warn("rejected connection", caller="embed/config_logging.go:169",
+                     **{"remote-addr": remote, "server-name": "", "error": error})
 
 
 def _handshake_error(exc: BaseException) -> str:

@@ -602,3 +602,34 @@ async def test_refusal_is_logged_as_etcd_logs_it(pki, first, error):
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(l["level"], l["msg"], l["remote-addr"], l["server-name"], l["error"]) for l in lines] == [
         ("warn", "rejected connection", "127.0.0.1:5555", "", error)]
+
+
+@pytest.mark.parametrize("cert, error", [
+    (None, "tls: client didn't provide a certificate"),
+    ("foreign", "tls: failed to verify client certificate: x509: certificate signed by unknown authority"),
+])
+async def test_handshake_refusals_are_logged_in_gos_words(pki, cert, error, nursery):
+    import io
+    import json
+
+    from trietcd.log import logger
+
+    out = io.StringIO()
+    saved = logger._out
+    logger.set_output(out)
+    try:
+        tls = server_tls(pki, trusted_ca_file=str(pki.dir / "ca.pem"))
+        address = await nursery.start(lambda task_status: listener.serve_url(
+            "https://127.0.0.1:0", registry=None, http_app=echo_app, h2_limits=H2Limits(), ssl_context=tls,
+            connections=ConnectionSet(), task_status=task_status))
+        stream = trio.SSLStream(await trio.open_tcp_stream(*address), client_context(pki, cert=cert, alpn=()),
+                                server_hostname="localhost")
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.do_handshake()  # TLS 1.2: the server's alert ends the client's handshake
+        await trio.aclose_forcefully(stream)
+        with trio.fail_after(10):  # the server logs once it saw the handshake fail
+            while not out.getvalue():
+                await trio.sleep(0.01)
+    finally:
+        logger.set_output(saved)
+    assert json.loads(out.getvalue().splitlines()[0])["error"] == error

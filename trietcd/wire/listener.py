@@ -341,10 +341,33 @@ def _rejected(peer: str, error: str) -> None:
                      **{"remote-addr": remote, "server-name": "", "error": error})
 
 
+# OpenSSL's reasons for a failed server handshake -> Go's words for the same failure.
+_GO_HANDSHAKE_ERRORS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "tls: client didn't provide a certificate",
+    "NO_SHARED_CIPHER": "tls: no cipher suite supported by both client and server",
+    "UNSUPPORTED_PROTOCOL": "tls: client offered only unsupported versions",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "remote error: tls: bad certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "remote error: tls: bad certificate",
+}
+# OpenSSL's verify results for a client certificate -> Go's x509 error.
+_GO_VERIFY_ERRORS = {
+    2: "x509: certificate signed by unknown authority",   # unable to get issuer certificate
+    10: "x509: certificate has expired or is not yet valid",
+    9: "x509: certificate has expired or is not yet valid",
+    18: "x509: certificate signed by unknown authority",  # self-signed leaf
+    19: "x509: certificate signed by unknown authority",  # self-signed in chain
+    20: "x509: certificate signed by unknown authority",  # unable to get local issuer
+    26: "x509: certificate specifies an incompatible key usage",  # unsupported purpose
+}
+
+
 def _handshake_error(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        text = _GO_VERIFY_ERRORS.get(cause.verify_code, cause.verify_message)
+        return f"tls: failed to verify client certificate: {text}"
     if isinstance(cause, ssl.SSLError) and cause.reason:
-        return cause.reason.lower().replace("_", " ")
+        return _GO_HANDSHAKE_ERRORS.get(cause.reason, cause.reason.lower().replace("_", " "))
     return str(cause)
 
 

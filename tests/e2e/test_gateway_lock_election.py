@@ -17,7 +17,8 @@ from tests.e2e.servers import ETCD_CMD, TRIETCD_CMD, start
 TIMEOUT_S = 10
 
 # (method, path, JSON body, extra headers). Lease 100 and 101 are granted first; revisions are
-# alike on both, so later steps can name them.
+# alike on both, so later steps can name them. SETTLE repeats a range, unrecorded, until it shows one
+# key: etcd's gateway may answer a waiter's deadline before the server has deleted the waiter's key.
 STEPS = [
     ("POST", "/v3/lease/grant", '{"ID":100,"TTL":60}', ()),
     ("POST", "/v3/lease/grant", '{"ID":101,"TTL":60}', ()),
@@ -32,6 +33,7 @@ STEPS = [
     ("POST", "/v3/lock", "{}", ()),
     # A waiter whose deadline passes: 504, and its key (revision 3) is deleted (revision 4).
     ("POST", "/v3/lock/lock", '{"name":"TA==","lease":101}', (("Grpc-Timeout", "300m"),)),
+    ("SETTLE", "/v3/kv/range", '{"key":"TC8=","range_end":"TDA=","keys_only":true}', ()),
     ("POST", "/v3/kv/range", '{"key":"TC8=","range_end":"TDA=","keys_only":true}', ()),
     ("POST", "/v3/lock/unlock", '{"key":"TC82NA=="}', ()),  # revision 5
     # Election "E": no leader, then lease 100 campaigns (revision 6).
@@ -49,6 +51,7 @@ STEPS = [
     ("POST", "/v3/election/resign", "{}", ()),
     # A candidate whose deadline passes resigns (revisions 8 and 9).
     ("POST", "/v3/election/campaign", '{"name":"RQ==","lease":101,"value":"Yw=="}', (("Grpc-Timeout", "300m"),)),
+    ("SETTLE", "/v3/kv/range", '{"key":"RS8=","range_end":"RTA=","keys_only":true}', ()),
     ("POST", "/v3/kv/range", '{"key":"RS8=","range_end":"RTA=","keys_only":true}', ()),
     # Observe until its deadline: the leader, then the deadline's error as the stream's last line.
     ("POST", "/v3/election/observe", '{"name":"RQ=="}', (("Grpc-Timeout", "500m"),)),
@@ -58,6 +61,10 @@ STEPS = [
 ]
 
 _MASKED = re.compile(r'"(cluster_id|member_id|raft_term)":"\d+"')
+# A stream that reaches its deadline ends, on etcd, with whichever error comes first: its handler's
+# (UNKNOWN, as etcd returns the context's error) or the gateway's own client's (DEADLINE_EXCEEDED).
+_DEADLINE_UNKNOWN = '{"grpc_code":2,"http_code":500,"message":"context deadline exceeded","http_status":"Internal Server Error"}'
+_DEADLINE = '{"grpc_code":4,"http_code":504,"message":"context deadline exceeded","http_status":"Gateway Timeout"}'
 
 
 def exchange(endpoint: str, method: str, path: str, body: str, headers) -> str:
@@ -69,13 +76,23 @@ def exchange(endpoint: str, method: str, path: str, body: str, headers) -> str:
         data = resp.read().decode()
         shown = [f"{resp.status} {resp.reason}"]
         shown += [f"{k}: {v}" for k, v in resp.getheaders() if k not in ("Date", "Content-Length")]
-        return "\n".join(shown) + "\n\n" + _MASKED.sub(r'"\1":"*"', data)
+        data = _MASKED.sub(r'"\1":"*"', data).replace(_DEADLINE_UNKNOWN, _DEADLINE)
+        return "\n".join(shown) + "\n\n" + data
     finally:
         conn.close()
 
 
 def transcript(endpoint: str) -> list[str]:
-    return [f"{m} {p} {b}\n" + exchange(endpoint, m, p, b, h) for m, p, b, h in STEPS]
+    out = []
+    for method, path, body, headers in STEPS:
+        if method == "SETTLE":
+            deadline = time.monotonic() + TIMEOUT_S
+            while exchange(endpoint, "POST", path, body, headers).count('"key"') != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            continue
+        out.append(f"{method} {path} {body}\n" + exchange(endpoint, method, path, body, headers))
+    return out
 
 
 @pytest.fixture

@@ -115,6 +115,20 @@ def election_scenario(c: Client) -> list[str]:
     out = []
     for lease_id in (300, 301):
         c.grant(lease_id)
+
+    def election(method, request_type, response_type, **fields):
+        return c.election(method, request_type(**fields), response_type)
+
+    out.append(shown(election("Leader", epb.LeaderRequest, epb.LeaderResponse, name=b"E")))
+    out.append(shown(election("Proclaim", epb.ProclaimRequest, epb.ProclaimResponse, value=b"x")))
+    out.append(shown(election("Resign", epb.ResignRequest, epb.ResignResponse)))
+    out.append(shown(election("Campaign", epb.CampaignRequest, epb.CampaignResponse, name=b"E", lease=999)))
+    first = election("Campaign", epb.CampaignRequest, epb.CampaignResponse, name=b"E", lease=300, value=b"a")  # 2
+    leader_key = epb.LeaderKey()
+    leader_key.CopyFrom(first.leader)
+    out.append(shown(first))
+
+    # The observer starts with a leader, so its first answer is that leader (a read); the rest follow it.
     observed: list = []
     stream = c.channel.unary_stream("/v3electionpb.Election/Observe",
                                     request_serializer=lambda m: m.SerializeToString(),
@@ -128,21 +142,14 @@ def election_scenario(c: Client) -> list[str]:
         except grpc.RpcError as exc:
             observed.append(exc.code().name)
 
+    def wait_observed(count):
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(observed) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     observer = threading.Thread(target=observe)
     observer.start()
-
-    def election(method, request_type, response_type, **fields):
-        return c.election(method, request_type(**fields), response_type)
-
-    out.append(shown(election("Leader", epb.LeaderRequest, epb.LeaderResponse, name=b"E")))
-    out.append(shown(election("Proclaim", epb.ProclaimRequest, epb.ProclaimResponse, value=b"x")))
-    out.append(shown(election("Resign", epb.ResignRequest, epb.ResignResponse)))
-    out.append(shown(election("Campaign", epb.CampaignRequest, epb.CampaignResponse, name=b"E", lease=999)))
-    time.sleep(0.2)  # the observer is watching by now (it waits for the first put either way)
-    first = election("Campaign", epb.CampaignRequest, epb.CampaignResponse, name=b"E", lease=300, value=b"a")  # 2
-    out.append(shown(first))
-    leader_key = epb.LeaderKey()
-    leader_key.CopyFrom(first.leader)
+    wait_observed(1)
     out.append(shown(election("Proclaim", epb.ProclaimRequest, epb.ProclaimResponse, leader=leader_key,
                               value=b"b")))  # 3
     stale = epb.LeaderKey(name=b"E", key=leader_key.key, rev=1, lease=300)
@@ -155,9 +162,7 @@ def election_scenario(c: Client) -> list[str]:
     out.append(shown(election("Resign", epb.ResignRequest, epb.ResignResponse, leader=leader_key)))  # 5
     second.join(TIMEOUT_S)
     out.append(shown(got[0]))
-    deadline = time.monotonic() + TIMEOUT_S
-    while len(observed) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_observed(3)
     responses.cancel()
     observer.join(TIMEOUT_S)
     out.extend(observed)

@@ -286,6 +286,7 @@ def _server_tls(config, *, peer: bool):
             allowed_hostname=info.allowed_hostname, cipher_suites=config.cipher_suites,
             min_version=config.tls_min_version, max_version=config.tls_max_version,
             check_client_san=peer and not info.skip_client_san_verify,
+            client_cert_file=info.client_cert_file, client_key_file=info.client_key_file,
         ))
     except TLSConfigError as exc:
         raise ListenError(str(exc)) from None

@@ -340,7 +340,8 @@ def start_up_error(kind: str, work: Path, *extra: str, peer_scheme: str = "http"
     raise AssertionError(server.log())
 
 
-@pytest.mark.parametrize("case", ["bad-cipher", "https-without-cert", "https-peer-without-cert", "missing-cert"])
+@pytest.mark.parametrize("case", ["bad-cipher", "https-without-cert", "https-peer-without-cert", "missing-cert",
+                                  "client-cert-without-key", "client-pair-mismatch"])
 def test_start_up_errors_alike(pki, tmp_path, case):
     cert_file, key_file = files(pki, "server")
     extra, peer_scheme = {
@@ -348,6 +349,10 @@ def test_start_up_errors_alike(pki, tmp_path, case):
         "https-without-cert": ([], "http"),
         "https-peer-without-cert": (["--cert-file", cert_file, "--key-file", key_file], "https"),
         "missing-cert": (["--cert-file", str(tmp_path / "missing.pem"), "--key-file", key_file], "http"),
+        "client-cert-without-key": (["--cert-file", cert_file, "--key-file", key_file,
+                                     "--client-cert-file", files(pki, "client")[0]], "http"),
+        "client-pair-mismatch": (["--cert-file", cert_file, "--key-file", key_file,
+                                  "--client-cert-file", files(pki, "client")[0], "--client-key-file", key_file], "http"),
     }[case]
     errors = {kind: start_up_error(kind, tmp_path / kind, *extra, peer_scheme=peer_scheme) for kind in SERVER_KINDS}
     assert errors["trietcd"] == errors["etcd"]

@@ -345,8 +345,13 @@ def test_bad_files_fail_at_start(pki, tmp_path):
     cert, key = files(pki, "server")
     with pytest.raises(TLSConfigError, match="no such file or directory"):
         ServerTLS(ServerTLSConfig(str(tmp_path / "missing.pem"), key))
-    with pytest.raises(TLSConfigError, match="failed to load key pair"):
+    with pytest.raises(TLSConfigError, match="^tls: private key does not match public key$"):
         ServerTLS(ServerTLSConfig(cert, files(pki, "client")[1]))
+    with pytest.raises(TLSConfigError) as err:
+        ServerTLS(ServerTLSConfig(cert, key, client_cert_file="c.pem"))
+    assert str(err.value) == "ClientKeyFile and ClientCertFile must both be present or both absent: key: , cert: c.pem]"
+    with pytest.raises(TLSConfigError, match="^tls: private key does not match public key$"):
+        ServerTLS(ServerTLSConfig(cert, key, client_cert_file=files(pki, "client")[0], client_key_file=key))
     with pytest.raises(TLSConfigError, match="KeyFile and CertFile must both be present"):
         ServerTLS(ServerTLSConfig(cert, ""))
 

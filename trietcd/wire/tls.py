@@ -127,6 +127,9 @@ class ServerTLSConfig:
     alpn_protocols: tuple[str, ...] = ALPN_PROTOCOLS
     # etcd's peer listeners: a client certificate with SANs must name the connecting address.
     check_client_san: bool = False
+    # The pair this member dials with (etcd checks it with the listener's own pair at start).
+    client_cert_file: str = ""
+    client_key_file: str = ""
 
     def verifies_clients(self) -> bool:
         return bool(self.trusted_ca_file) or self.client_cert_auth
@@ -153,6 +156,12 @@ class ServerTLS:
                 f'AllowedCN and AllowedHostname are mutually exclusive (cn="{config.allowed_cn}", '
                 f'hostname="{config.allowed_hostname}")')
         check_versions(config.min_version, config.max_version, config.cipher_suites)
+        if (config.client_key_file == "") != (config.client_cert_file == ""):
+            raise TLSConfigError(
+                f"ClientKeyFile and ClientCertFile must both be present or both absent: "
+                f"key: {config.client_key_file}, cert: {config.client_cert_file}]")
+        if config.client_cert_file:
+            _load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), config.client_cert_file, config.client_key_file)
         self.config = config
         self._signature: tuple[bytes, bytes] | None = None
         self._context: ssl.SSLContext | None = None
@@ -189,13 +198,7 @@ class ServerTLS:
         if high is None:
             high = ssl.TLSVersion.TLSv1_3 if ctx.minimum_version == ssl.TLSVersion.TLSv1_3 else ssl.TLSVersion.TLSv1_2
         ctx.maximum_version = high
-        try:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        except ssl.SSLError as exc:
-            raise TLSConfigError(f"tls: failed to load key pair ({cfg.cert_file}, {cfg.key_file}): "
-                                 f"{exc.reason or exc}") from None
-        except OSError as exc:
-            raise TLSConfigError(f"open {exc.filename or cfg.cert_file}: {_os_error_text(exc)}") from None
+        _load_pair(ctx, cfg.cert_file, cfg.key_file)
         if cfg.alpn_protocols:
             ctx.set_alpn_protocols(list(cfg.alpn_protocols))
         # HTTP/2 forbids renegotiation and compression (RFC 7540 section 9.2).
@@ -269,6 +272,17 @@ class ServerTLS:
             self._revoked = parse_crl(data)
             self._crl_bytes = data
         return self._revoked
+
+
+def _load_pair(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise TLSConfigError("tls: private key does not match public key") from None
+        raise TLSConfigError(f"tls: failed to load key pair ({cert_file}, {key_file}): {exc.reason or exc}") from None
+    except OSError as exc:
+        raise TLSConfigError(f"open {exc.filename or cert_file}: {_os_error_text(exc)}") from None
 
 
 def server_context(cert_file: str, key_file: str, trusted_ca_file: str = "",

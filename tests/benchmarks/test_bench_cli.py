@@ -226,9 +226,20 @@ def test_harness_reference_run_prints_the_side_by_side_table(capsys):
 def test_harness_shows_what_a_server_cannot_serve():
     failed = compare.Measurement(None, reason="rpc error: code = Unimplemented desc = x")
     ok = compare.Measurement(1000.0, p99_s=0.002)
-    table = compare.format_table(("etcd", "trietcd"), [(compare.SCENARIOS[-1], ok, failed)])
+    keepalive = next(s for s in compare.SCENARIOS if s.name == "lease-keepalive-10-100")
+    table = compare.format_table(("etcd", "trietcd"), [(keepalive, ok, failed)])
     row = table.splitlines()[2]
     assert "| 1,000 | n/a (rpc error: code = Unimplemented desc = x) | - |" in row
+
+
+def test_latency_scenarios_show_p50_p99_and_compare_p99s():
+    latency = next(s for s in compare.SCENARIOS if s.name == "watch-latency-100")
+    etcd = compare.Measurement(5000.0, p99_s=0.001, p50_s=0.0)
+    ours = compare.Measurement(5000.0, p99_s=0.0015, p50_s=0.0002)
+    row = compare.format_table(("etcd", "trietcd"), [(latency, etcd, ours)]).splitlines()[2]
+    assert "| p50 / p99 ms | 0.00 / 1.00 | 0.20 / 1.50 | 1.50 |" in row
+    slow = compare.Measurement(9000.0, p99_s=0.004)
+    assert compare.best([slow, ours], compare.LATENCY) is ours  # the lowest p99, not the highest rate
 
 
 def test_dial_options_need_tls_only_when_asked():

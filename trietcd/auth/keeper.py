@@ -63,8 +63,11 @@ class AuthKeeper:
 
     async def as_root(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Runs fn with root's rights: its proposals carry the root user while auth is enabled."""
-        _AS_ROOT.set(True)
-        await fn()
+        token = _AS_ROOT.set(True)
+        try:
+            await fn()
+        finally:
+            _AS_ROOT.reset(token)
 
     # ---- who is calling
 

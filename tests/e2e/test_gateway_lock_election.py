@@ -139,8 +139,7 @@ def _lock_keys(endpoint: str) -> str:
 
 @pytest.mark.parametrize("impl", [
     "etcd",
-    pytest.param("trietcd", marks=pytest.mark.xfail(
-        strict=True, reason="the HTTP/1 listener does not cancel a handler when its client goes away")),
+    "trietcd",
 ])
 def test_a_lock_waiter_whose_http_client_goes_away_is_removed(members, impl):
     server = members(impl, ETCD_CMD if impl == "etcd" else TRIETCD_CMD)

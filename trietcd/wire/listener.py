@@ -432,7 +432,9 @@ async def serve_http1(
         if event is http1.CLOSED:
             return
         request_deadline = math.inf
-        response = await _call_app(app, event)
+        response = await _call_app_while_peer_stays(stream, conn, app, event)
+        if response is None:
+            return  # the client went away: its handler was cancelled, as Go's server cancels its context
         if not await _send_response(stream, conn, event, response):
             return
         if not conn.keep_alive:
@@ -444,6 +446,31 @@ async def _receive(stream: trio.abc.Stream) -> bytes:
         return await stream.receive_some(65536)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return b""
+
+
+async def _call_app_while_peer_stays(stream, conn: http1.ServerConnection, app: http1.HttpApp,
+                                     request: http1.Request) -> http1.Response | None:
+    """The app's response; None when the client closed the connection first (the call is cancelled). Bytes
+    the client pipelines meanwhile are kept for the next request, up to a bound."""
+    response = None
+    async with trio.open_nursery() as nursery:
+        async def watch_peer() -> None:
+            while conn.buffered_bytes < PIPELINE_BUFFER_BYTES_MAX:
+                data = await _receive(stream)
+                if not data:
+                    nursery.cancel_scope.cancel()
+                    return
+                conn.receive_data(data)
+            await trio.sleep_forever()
+
+        async def call() -> None:
+            nonlocal response
+            response = await _call_app(app, request)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_peer)
+        nursery.start_soon(call)
+    return response
 
 
 async def _call_app(app: http1.HttpApp, request: http1.Request) -> http1.Response:

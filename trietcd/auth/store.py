@@ -72,7 +72,8 @@ class AuthStore:
             self._commit_revision()
 
     def recover(self) -> None:
-        """Reads everything from the backend (at open, and after the backend was replaced)."""
+        """Reads everything from the backend: the auth state is the backend's (a member that installs another
+        backend image builds a new store on it)."""
         b = self._backend
         self.enabled = b.get(schema.AUTH, schema.AUTH_ENABLED) == _ENABLED
         stored = b.get(schema.AUTH, schema.AUTH_REVISION)

@@ -48,9 +48,10 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 METADATA = "trietcd"  # trietcd/__init__.py: version strings, and trietcd.serve loaded from EMBED
 EMBED = "trietcd.embed"
-UTILITIES = ("trietcd.log", "trietcd.metrics", "trietcd.gojson")
-# Utilities that are sans-IO themselves, so cores may import them too.
-PURE_UTILITIES = ("trietcd.gojson",)
+UTILITIES = ("trietcd.log", "trietcd.metrics", "trietcd.gojson", "trietcd.config.gotypes")
+# Utilities that are sans-IO themselves, so cores may import them too. gotypes is Go's strconv, time and
+# net/url parsing (flags, and the peer URLs of a member change).
+PURE_UTILITIES = ("trietcd.gojson", "trietcd.config.gotypes")
 
 # Sans-IO cores (DESIGN.md "Layers", STYLE.md "Layout": the modules left of
 # the `|`). Globs are relative to ROOT; entries that match nothing yet are

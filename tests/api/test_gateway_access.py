@@ -63,3 +63,21 @@ async def test_an_empty_or_star_whitelist_allows_every_host():
     for whitelist in ((), ("*",), ("*", "good.com")):
         response = await make_app(host_whitelist=whitelist)(get("/health", "evil.com"))
         assert response.status == 200
+
+
+async def test_a_gateway_request_with_a_certificate_name_is_refused_while_cert_auth_and_auth_are_on():
+    auth_on = [True]
+    app = make_app(refuses_gateway_cn=lambda: auth_on[0])
+
+    def with_cn(path, cn="alice"):
+        return Request("POST", path, (("Host", "x"),), b"{}", "ipv4:127.0.0.1:40000", tls_common_name=cn)
+
+    for path in ("/v3/kv/range", "/v3beta/kv/range"):
+        response = await app(with_cn(path))
+        assert (response.status, response.body) == (
+            400, b"CommonName of client sending a request against gateway will be ignored and not used as expected\n")
+        assert response.headers == (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"))
+    assert (await app(with_cn("/health"))).status == 405  # served as ever (POST): only the gateway is refused
+    assert (await app(with_cn("/v3/kv/range", cn=None))).status == 200
+    auth_on[0] = False
+    assert (await app(with_cn("/v3/kv/range"))).status == 200

@@ -127,10 +127,15 @@ def http_app(
     cors: Iterable[str] = ("*",),
     probes=None,
     host_whitelist: Iterable[str] = ("*",),
+    refuses_gateway_cn: Callable[[], bool] | None = None,
 ) -> HttpApp:
-    """The client port's HTTP app. `host_whitelist` (--host-whitelist) is checked on every request
-    this app serves, so an https listener is to get an app without it: etcd checks the Host header
-    only of requests that did not come over TLS."""
+    """The client port's HTTP app, behind etcd's access controller:
+    - `host_whitelist` (--host-whitelist) is checked on every request this app serves, so an https
+      listener is to get an app without it: etcd checks the Host header only of requests that did not
+      come over TLS;
+    - `refuses_gateway_cn()` (True while --client-cert-auth and auth are both on) makes a gateway
+      request whose verified client certificate names a CommonName fail with 400, since the gateway
+      cannot log its client in by that name."""
     allowed_origins = frozenset(cors)
     allowed_hosts = frozenset(host_whitelist)
     serve_health = _health_handler(health, metrics)
@@ -184,9 +189,16 @@ def http_app(
             host = go_hostname(request.header("host"))
             if host not in allowed_hosts:
                 return _sorted_headers(_go_error(421, _unrecognized_host(host)))
+        if request.tls_common_name and refuses_gateway_cn is not None and refuses_gateway_cn():
+            path, _ = split_target(request.target)
+            if path.startswith(("/v3/", "/v3beta/")):
+                return _sorted_headers(_go_error(400, _GATEWAY_CN_IGNORED))
         return _sorted_headers(await route(request), cors_headers(request))
 
     return app
+
+
+_GATEWAY_CN_IGNORED = "CommonName of client sending a request against gateway will be ignored and not used as expected"
 
 
 def go_hostname(host: str) -> str:

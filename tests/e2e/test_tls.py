@@ -391,3 +391,19 @@ def test_peer_cert_allowed_cn_alike(pki, tmp_path):
             server.stop(signal.SIGKILL)
     assert answers == {("etcd", "server"): 200, ("etcd", "client"): "refused",
                        ("trietcd", "server"): 200, ("trietcd", "client"): "refused"}
+
+
+def test_curl_over_https_alike(servers, pki):
+    # curl offers h2 and http/1.1: etcd answers over HTTP/2, trietcd over HTTP/1.1; the answers match.
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl")
+    cert_file, key_file = files(pki, "client")
+    answers = {}
+    for kind, (server, _) in servers.items():
+        result = subprocess.run(["curl", "-s", "--cacert", str(pki.dir / "ca.pem"), "--cert", cert_file, "--key", key_file,
+                                 "-w", " %{http_code}", f"{server.client_url}/version"],
+                                capture_output=True, text=True, timeout=30)
+        answers[kind] = (result.returncode, result.stdout)
+    assert answers["trietcd"] == answers["etcd"] == (0, '{"etcdserver":"3.5.1","etcdcluster":"3.5.0"} 200')

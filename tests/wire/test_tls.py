@@ -638,3 +638,10 @@ async def test_handshake_refusals_are_logged_in_gos_words(pki, cert, error, nurs
     finally:
         logger.set_output(saved)
     assert json.loads(out.getvalue().splitlines()[0])["error"] == error
+
+
+@pytest.mark.parametrize("offered, chosen", [(("h2",), "h2"), (("grpc-exp", "h2"), "h2"), (("h2", "http/1.1"), "http/1.1"),
+                                             (("http/1.1",), "http/1.1"), ((), None)])
+def test_alpn_gives_grpc_clients_h2_and_others_http1(pki, offered, chosen):
+    _, client = handshake(server_tls(pki).context(), client_context(pki, cert=None, alpn=offered))
+    assert client.selected_alpn_protocol() == chosen

@@ -14,8 +14,10 @@ Rules (etcd `client/pkg/transport/listener.go` and `listener_tls.go`, v3.5.1):
   verified connection, as in etcd, and parsed again when it changed.
 - Cipher suites are named as Go names them; they apply to TLS 1.2 (Go cannot restrict TLS 1.3's).
 
-ALPN offers only "h2", as etcd does: gRPC clients get HTTP/2 at once; a client that asks for
-"http/1.1" alone gets no ALPN answer and the listener sniffs what it sends.
+ALPN prefers "http/1.1", then "h2" (the server's order decides): gRPC clients offer only h2 and
+get it; curl and browsers offer both and get HTTP/1.1, where the JSON gateway and /health are
+served. etcd offers only h2 and serves its gateway over HTTP/2 too; trietcd's HTTP/2 side serves
+gRPC alone, so this order is what keeps `curl https://...` working.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ __all__ = [
     "verify_hostname",
 ]
 
-ALPN_PROTOCOLS = ("h2",)
+ALPN_PROTOCOLS = ("http/1.1", "h2")
 
 # Go's cipher suite names (crypto/tls CipherSuites() and InsecureCipherSuites(), plus the two short
 # aliases etcd's tlsutil accepts) -> OpenSSL's name for the same IANA suite. TLS 1.3 suites map to

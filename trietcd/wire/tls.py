@@ -10,8 +10,8 @@ Rules (etcd `client/pkg/transport/listener.go` and `listener_tls.go`, v3.5.1):
   CN and hostname inside the handshake and the CRL after it; here both come after it.
 - The certificate and key files are read for every new connection and the context rebuilt when
   their bytes changed, so a rotated certificate is served without a restart (etcd re-reads them
-  on every handshake). The CA file is read once, as in etcd. The CRL file is read for every
-  verified connection, as in etcd, and parsed again when it changed.
+  on every handshake). The CA file is read with them (etcd reads it once). The CRL file is read
+  for every verified connection, as in etcd, and parsed again when it changed.
 - Cipher suites are named as Go names them; they apply to TLS 1.2 (Go cannot restrict TLS 1.3's).
 
 ALPN prefers "http/1.1", then "h2" (the server's order decides): gRPC clients offer only h2 and

@@ -121,6 +121,22 @@ async def test_snapshot_is_the_commit_it_began_at_while_writes_go_on(tmp_path, c
     assert not any(v.startswith(b"\n\x05new") for v in rows(path)[KEY].values())
 
 
+async def test_a_client_gone_mid_snapshot_releases_the_read_view(tmp_path, clock):
+    async def body(m):
+        for i in range(100):
+            await put(m, b"k%04d" % i, os.urandom(1000))
+
+        async def gone(n):
+            if n == 2:
+                raise trio.BrokenResourceError
+
+        with pytest.raises(trio.BrokenResourceError):
+            await MaintenanceService(m).Snapshot(rpc_pb2.SnapshotRequest(), StreamCall(gone))
+        return dict(m.backend._snapshots_open)
+
+    assert await run_member(make_member(tmp_path / "d"), body) == {}
+
+
 # ---- Defragment
 
 async def test_defragment_shrinks_the_db_and_keeps_every_row(tmp_path, clock):

@@ -351,8 +351,8 @@ def test_start_up_errors_alike(pki, tmp_path, case):
         "missing-cert": (["--cert-file", str(tmp_path / "missing.pem"), "--key-file", key_file], "http"),
         "client-cert-without-key": (["--cert-file", cert_file, "--key-file", key_file,
                                      "--client-cert-file", files(pki, "client")[0]], "http"),
-        "client-pair-mismatch": (["--cert-file", cert_file, "--key-file", key_file,
-                                  "--client-cert-file", files(pki, "client")[0], "--client-key-file", key_file], "http"),
+        "client-pair-mismatch": (["--cert-file", cert_file, "--key-file", key_file, "--client-cert-file",
+                                  files(pki, "client")[0], "--client-key-file", key_file], "http"),
     }[case]
     errors = {kind: start_up_error(kind, tmp_path / kind, *extra, peer_scheme=peer_scheme) for kind in SERVER_KINDS}
     assert errors["trietcd"] == errors["etcd"]
@@ -402,8 +402,8 @@ def test_curl_over_https_alike(servers, pki):
     cert_file, key_file = files(pki, "client")
     answers = {}
     for kind, (server, _) in servers.items():
-        result = subprocess.run(["curl", "-s", "--cacert", str(pki.dir / "ca.pem"), "--cert", cert_file, "--key", key_file,
-                                 "-w", " %{http_code}", f"{server.client_url}/version"],
+        result = subprocess.run(["curl", "-s", "--cacert", str(pki.dir / "ca.pem"), "--cert", cert_file,
+                                 "--key", key_file, "-w", " %{http_code}", f"{server.client_url}/version"],
                                 capture_output=True, text=True, timeout=30)
         answers[kind] = (result.returncode, result.stdout)
     assert answers["trietcd"] == answers["etcd"] == (0, '{"etcdserver":"3.5.1","etcdcluster":"3.5.0"} 200')

@@ -403,7 +403,8 @@ def test_self_signed_cert_like_etcd(tmp_path):
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
     assert sans.get_values_for_type(x509.DNSName) == ["node1"]
-    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     # The pair serves, and a client that trusts it verifies it for the listen address.
     ctx = ssl.create_default_context(cafile=cert_file)
@@ -552,7 +553,8 @@ async def test_http1_request_carries_the_verified_common_name(pki, nursery):
     ("127.0.0.1", ["127.0.0.1"], [], {}, None),
     ("127.0.0.1", ["10.0.0.1", "10.0.0.2"], [], {}, "x509: certificate is valid for 10.0.0.1, 10.0.0.2, not 127.0.0.1"),
     ("127.0.0.1", ["10.0.0.1"], ["node1"], {"node1": ["127.0.0.1"]}, None),
-    ("127.0.0.1", [], ["node1", "*.x"], {"node1": ["10.1.1.1"]}, 'tls: "127.0.0.1" does not match any of DNSNames ["node1" "*.x"]'),
+    ("127.0.0.1", [], ["node1", "*.x"], {"node1": ["10.1.1.1"]},
+     'tls: "127.0.0.1" does not match any of DNSNames ["node1" "*.x"]'),
 ])
 def test_client_san_error(host, ips, dns, addresses_of, error):
     assert client_san_error(host, ips, dns, addresses_of) == error
@@ -640,8 +642,10 @@ async def test_handshake_refusals_are_logged_in_gos_words(pki, cert, error, nurs
     assert json.loads(out.getvalue().splitlines()[0])["error"] == error
 
 
-@pytest.mark.parametrize("offered, chosen", [(("h2",), "h2"), (("grpc-exp", "h2"), "h2"), (("h2", "http/1.1"), "http/1.1"),
-                                             (("http/1.1",), "http/1.1"), ((), None)])
+@pytest.mark.parametrize("offered, chosen", [
+    (("h2",), "h2"), (("grpc-exp", "h2"), "h2"), (("h2", "http/1.1"), "http/1.1"), (("http/1.1",), "http/1.1"),
+    ((), None),
+])
 def test_alpn_gives_grpc_clients_h2_and_others_http1(pki, offered, chosen):
     _, client = handshake(server_tls(pki).context(), client_context(pki, cert=None, alpn=offered))
     assert client.selected_alpn_protocol() == chosen

@@ -129,7 +129,8 @@ class ElectionService:
         resp = await self._keys.first_created(prefix, call)
         if resp.kvs:
             return resp.header, resp.kvs[0]
-        watch = self._keys.watch(prefix, prefix_end(prefix), resp.header.revision)
+        # From the revision after the read's (nothing was under the prefix at it), as Keys.wait_deletes.
+        watch = self._keys.watch(prefix, prefix_end(prefix), resp.header.revision + 1)
         async with aclosing(watch) as responses:
             async for wresp in responses:
                 for ev in wresp.events:

@@ -141,10 +141,14 @@ class Keys:
             resp = await self.range(request, call)
             if not resp.kvs:
                 return resp.header
-            await self.wait_delete(resp.kvs[0].key, resp.header.revision)
+            # etcd watches from the read's revision; the key exists at that revision, so its deletion
+            # comes later, and a watcher from the next revision on is synced at once (etcd's waits for
+            # the next pass of the hub's sync loop, up to 100 ms, before it sees anything).
+            await self.wait_delete(resp.kvs[0].key, resp.header.revision + 1)
 
     async def wait_delete(self, key: bytes, revision: int) -> None:
-        """concurrency's waitDelete: returns at the first deletion of `key` at `revision` or later."""
+        """concurrency's waitDelete: returns at the first deletion of `key` at `revision` or later.
+        Call it with no checkpoint since the read that found the key, so no write comes between."""
         async with aclosing(self.watch(key, b"", revision)) as responses:
             async for resp in responses:
                 if any(ev.deleted for ev in resp.events):

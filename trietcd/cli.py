@@ -129,6 +129,7 @@ async def open_member(config):
     from trietcd.api.http import http_app, metrics_app
     from trietcd.metrics import default_registry
     from trietcd.peer import peer_http_app
+    from trietcd.peer.hashkv import fetch_hash_kv
     from trietcd.server.member import Member
     from trietcd.wire.conn import ConnectionSet
     from trietcd.wire.h2_conn import H2Limits
@@ -136,6 +137,7 @@ async def open_member(config):
     from trietcd.wire.listener import serve_url
 
     member = Member(config, log=logger)
+    member.peer_hash_kv = functools.partial(fetch_hash_kv, ssl_context=_peer_client_tls(config))
     registry = build_registry(member)
     connections = ConnectionSet()
     limits = H2Limits(
@@ -218,6 +220,21 @@ def _export_grpc_metrics(metrics, member) -> None:
     register_grpc_metrics(metrics, grpc_stats)
     ranges = grpc_stats.methods["/etcdserverpb.KV/Range"]
     member.metrics.ranges_served = lambda: ranges.handled[0]
+
+
+def _peer_client_tls(config):
+    """The TLS a member uses to call its peers (etcd's peer transport): the peer certificate as client
+    certificate and the peer CA; None without peer TLS files (https peers then verified by the system roots)."""
+    tls = config.peer_transport_security
+    if not (tls.cert_file or tls.trusted_ca_file):
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=tls.trusted_ca_file or None)
+    if tls.cert_file and tls.key_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    ctx.check_hostname = False  # etcd's peer transport checks the chain, not the name
+    return ctx
 
 
 def _metrics_tls(config, client_tls):

@@ -8,12 +8,14 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from proto.walpb import record_pb2
 from storage import DB
+from trietcd.backend import Backend
 from trietcd.tools.etcdutl.cli import run
 from trietcd.tools.etcdutl.console import humanize_bytes, table
 from trietcd.wal import snap as snapcodec
@@ -232,3 +234,22 @@ def test_backup_writes_what_etcdutl_writes_but_the_new_member_id(tmp_path, with_
     assert (wa.metadata, wa.hard_state, wa.entries) == (wb.metadata, wb.hard_state, wb.entries)
     assert [(s.index, s.term, list(s.conf_state.voters) == [int(ida, 16)]) for s in wa.snapshots] == \
         [(s.index, s.term, list(s.conf_state.voters) == [int(idb, 16)]) for s in wb.snapshots]
+
+
+def test_defrag_waits_for_the_member_holding_the_db(tmp_path):
+    data_dir = tmp_path / "d"
+    shutil.copytree(FIXTURES / "datadir", data_dir)
+    db = data_dir / "member/snap/db"
+    db.chmod(0o600)
+    holder = Backend.open(str(db), fsync=False)  # the member that still runs
+    out, err = io.StringIO(), io.StringIO()
+    result = []
+    t = threading.Thread(target=lambda: result.append(run(["defrag", "--data-dir", str(data_dir)], out, err)))
+    t.start()
+    t.join(2)  # the notice comes after 1 s
+    assert t.is_alive() and result == []
+    assert err.getvalue() == (f'waiting for etcd to close and release its lock on "{db}". '
+                              "To defrag a running etcd instance, omit --data-dir.\n")
+    holder.close()
+    t.join(10)
+    assert result == [0]

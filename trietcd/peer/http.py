@@ -1,7 +1,8 @@
 """The HTTP/1.1 endpoints of the peer port that need no raft transport.
 
 `GET /members` and `GET /version` are what a joining member and operators'
-scripts ask first. The raft message streams (`/raft/...`) and the lease and
+scripts ask first; `GET /members/hashkv` is what members' corruption checks ask
+(trietcd/peer/hashkv.py). The raft message streams (`/raft/...`) and the lease and
 snapshot endpoints arrive with clustering; until then those paths answer
 as unknown paths do.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from trietcd.peer import hashkv
 from trietcd.wire.http1 import Request, Response, split_target
 
 __all__ = ["peer_http_app", "members_json"]
@@ -52,6 +54,8 @@ def peer_http_app(server):
                 ),
                 members_json(server.membership.sorted_members()),
             )
+        if path == hashkv.PATH:
+            return hashkv.hash_kv_response(server, request.method, request.body)
         if path == "/version":
             if request.method != "GET":
                 return _NOT_ALLOWED

@@ -57,6 +57,7 @@ from trietcd.raft.rawnode import RawNode
 from trietcd.server import autocompact
 from trietcd.server.alarms import AlarmStore
 from trietcd.server.apply import CompactionResult, EntryApplier, QuotaExceeded
+from trietcd.server.corrupt import CorruptionChecker
 from trietcd.server.disk import open_disk
 from trietcd.server.errors import (
     BootstrapError,
@@ -241,6 +242,9 @@ class Member:
         self._deadlines: collections.deque[_Waiter] = collections.deque()
         self._proposals: list[tuple[int, bytes]] = []
         self._conf_proposals: list[raft_pb2.ConfChange] = []  # membership changes, ID set
+        # (peer URL, revision) -> PeerHash: a peer's HashKV over the peer port, set by whoever serves it
+        # (trietcd/peer/hashkv.py); the corruption checks count peers as unreachable without it.
+        self.peer_hash_kv: Callable[[str, int], Awaitable] | None = None
         self._ticks = 0
         self._campaign = False
         self._transferee = 0  # a leadership transfer for the raft loop to start
@@ -550,6 +554,11 @@ class Member:
                     if self.store.pending_compaction is not None:
                         self._compactions_send.send_nowait((self.store.pending_compaction, trio.Event()))
                     await self._ready.wait()
+                    checker = CorruptionChecker(self)
+                    if self.config.experimental_initial_corrupt_check and not self.disk.new:
+                        await checker.initial_check()  # before client traffic; a mismatch stops the start
+                    if self.config.experimental_corrupt_check_time > 0:
+                        nursery.start_soon(checker.monitor, self.config.experimental_corrupt_check_time)
                     listeners_scope = trio.CancelScope()
                     self._listeners_scope = listeners_scope
                     listening = await nursery.start(self._serve_listeners, listeners, listeners_scope)

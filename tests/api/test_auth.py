@@ -119,6 +119,11 @@ async def test_users_roles_login_and_kv_checks(tmp_path, clock):
         await h("KV", "Txn")(txn, alice)
         txn.failure.add(request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"config"))
         await fails(h("KV", "Txn")(txn, alice), errors.ErrGRPCPermissionDenied)
+        # A write hidden in a nested txn is refused too (etcd 3.5.1 lets it through).
+        inner = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"secret"))])
+        nested = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_txn=inner)])
+        await fails(h("KV", "Txn")(nested, alice), errors.ErrGRPCPermissionDenied)
+        assert (await rng(rpc_pb2.RangeRequest(key=b"secret"), root)).count == 0
         await fails(h("KV", "DeleteRange")(rpc_pb2.DeleteRangeRequest(key=b"config"), alice),
                     errors.ErrGRPCPermissionDenied)
 

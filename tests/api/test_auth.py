@@ -250,3 +250,24 @@ async def test_jwt_tokens_carry_their_auth_revision(tmp_path, clock):
                     errors.ErrGRPCInvalidAuthToken)
 
     await run_member(make_member(tmp_path / "d", "--bcrypt-cost", "4", "--auth-token", opts), body)
+
+
+async def test_membership_changes_need_root(tmp_path, clock):
+    async def body(m):
+        h = handlers(m)
+        await setup_users(h)
+        alice = await login(h, "alice", "alicepw")
+        root = await login(h, "root", "rootpw")
+        add = rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:45001"], isLearner=True)
+        await fails(h("Cluster", "MemberAdd")(add, ANON), errors.ErrGRPCUserEmpty)
+        await fails(h("Cluster", "MemberAdd")(add, alice), errors.ErrGRPCPermissionDenied)
+        lid = (await h("Cluster", "MemberAdd")(add, root)).member.ID
+        for name, req in (("MemberUpdate", rpc_pb2.MemberUpdateRequest(ID=lid, peerURLs=["http://127.0.0.1:45002"])),
+                          ("MemberPromote", rpc_pb2.MemberPromoteRequest(ID=lid)),
+                          ("MemberRemove", rpc_pb2.MemberRemoveRequest(ID=lid))):
+            await fails(h("Cluster", name)(req, alice), errors.ErrGRPCPermissionDenied)
+        # Listing needs nobody in particular, as in etcd.
+        assert len((await h("Cluster", "MemberList")(rpc_pb2.MemberListRequest(), ANON)).members) == 2
+        await h("Cluster", "MemberRemove")(rpc_pb2.MemberRemoveRequest(ID=lid), root)
+
+    await run_member(make_member(tmp_path / "d", "--bcrypt-cost", "4"), body)

@@ -15,6 +15,7 @@ import time
 from proto.etcdserverpb import rpc_pb2
 from proto.raftpb import raft_pb2
 from trietcd.api import errors
+from trietcd.auth import AuthError
 from trietcd.backend import member_json
 from trietcd.config.gotypes import GoError, new_urls
 from trietcd.raft.raft import StateType
@@ -72,11 +73,20 @@ class ClusterService:
         members = [member_pb(m) for m in s.membership.sorted_members()]
         return rpc_pb2.MemberListResponse(header=self._header(), members=members)
 
+    async def _check_admin(self, call) -> None:
+        # etcd's checkMembershipOperationPermission: a membership change needs root once auth is on.
+        auth = self._server.auth
+        try:
+            auth.store.check_admin(await auth.auth_info(call))
+        except AuthError as exc:
+            raise errors.to_grpc_error(exc) from None
+
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, call) -> rpc_pb2.MemberAddResponse:
         try:
             urls = new_urls(list(request.peerURLs))
         except GoError:
             raise errors.ErrGRPCMemberBadURLs() from None
+        await self._check_admin(call)
         # A member added at run time: its ID from its peer URLs and the second it was added (no token).
         mid = compute_member_id(urls, "", int(time.time()))
         s = self._server
@@ -92,6 +102,7 @@ class ClusterService:
         )
 
     async def MemberRemove(self, request: rpc_pb2.MemberRemoveRequest, call) -> rpc_pb2.MemberRemoveResponse:
+        await self._check_admin(call)
         s = self._server
         target = s.membership.members.get(request.ID)
         is_learner = target is not None and target.is_learner
@@ -103,12 +114,14 @@ class ClusterService:
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest, call) -> rpc_pb2.MemberUpdateResponse:
         # etcd 3.5.1 sends the URLs as given (unchecked, unsorted) and no learner flag: updating a learner
         # makes it a voter in the member list (raft still has it as a learner).
+        await self._check_admin(call)
         context = member_json(request.ID, list(request.peerURLs))
         cc = raft_pb2.ConfChange(type=raft_pb2.ConfChangeUpdateNode, node_id=request.ID, context=context)
         members = await self._configure(cc)
         return rpc_pb2.MemberUpdateResponse(header=self._header(), members=members)
 
     async def MemberPromote(self, request: rpc_pb2.MemberPromoteRequest, call) -> rpc_pb2.MemberPromoteResponse:
+        await self._check_admin(call)
         s = self._server
         if s.node.raft.state is not StateType.LEADER:
             # etcd forwards a promotion to the leader over the peer port; without one there is nobody to ask.

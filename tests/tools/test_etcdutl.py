@@ -106,11 +106,19 @@ def test_a_missing_required_flag_prints_the_usage_between_two_errors():
     ["snapshot", "restore"], ["snapshot", "restore", "-h"], ["snapshot", "restore", "{snap}", "--bogus"],
     ["snapshot", "restore", "{snap}", "--data-dir"], ["snapshot", "save", "x"], ["defrag", "--help"],
     ["backup"], ["backup", "--data-dir", "x"], ["backup", "-h"], ["version"], ["bogus"],
-    ["snapshot", "restore", "{snap}", "--data-dir", "/", "--skip-hash-check=maybe"],
+    ["snapshot", "restore", "{snap}", "--data-dir", "/", "--skip-hash-check=maybe"], ["snapshot", "bogus"],
+    ["help", "snapshot", "restore"], ["snapshot", "status", "-wjson", "{snap}"], ["-x"],
 ])
 def test_the_same_outputs_as_etcdutl(argv):
     argv = [a.replace("{snap}", str(SNAPSHOT)) for a in argv]
     assert trietcdutl(*argv) == etcdutl(*argv)
+
+
+def test_backup_of_a_missing_dir_ends_with_etcdutls_fatal_line(tmp_path):
+    rc, out, err = trietcdutl("backup", "--data-dir", str(tmp_path / "none"), "--backup-dir", str(tmp_path / "b"))
+    assert (rc, out) == (1, "")
+    assert err.split("\t", 1)[1] == (f"fatal\tetcdutl/backup_command.go:154\tsaveSnap(Snapshoter.Load) failed\t"
+                                     f'{{"error": "open {tmp_path}/none/member/snap: no such file or directory"}}\n')
 
 
 def test_sizes_and_tables():

@@ -25,7 +25,7 @@ from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
-from storage import DB
+from storage import DB, StorageError
 from trietcd.backend import CLUSTER, CONSISTENT_INDEX, MEMBERS, MEMBERS_REMOVED, META, TERM, encode_u64, \
     member_json, member_key
 from trietcd.v2store.request import is_v2_request
@@ -33,7 +33,7 @@ from trietcd.server.reqid import IdGenerator
 from trietcd.v2store import V2Store
 from trietcd.v2store.members import REMOVED_MEMBERS_PREFIX
 from trietcd.wal import snap as snapcodec
-from trietcd.wal.segment import WAL, Snapshotter, read_wal
+from trietcd.wal.segment import WAL, Snapshotter, WalError, WalNotFoundError, read_wal
 
 __all__ = ["BackupError", "backup"]
 
@@ -43,7 +43,20 @@ _MEMBER_ATTRIBUTES_PATH = re.compile(r"/0/members/[0-9A-Fa-f]{1,16}/attributes")
 
 
 class BackupError(Exception):
-    pass
+    """A step etcdutl ends with a fatal log line: where, what, and its fields (the error among them)."""
+
+    def __init__(self, line: int, msg: str, exc: BaseException, **fields) -> None:
+        super().__init__(msg)
+        self.caller = f"etcdutl/backup_command.go:{line}"
+        self.msg = msg
+        self.fields = {**fields, "error": _error_text(exc)}
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = os.strerror(exc.errno) if exc.errno else str(exc)
+        return f"open {exc.filename}: {text[:1].lower()}{text[1:]}"
+    return str(exc)
 
 
 def backup(data_dir: str, backup_dir: str, wal_dir: str, backup_wal_dir: str, with_v3: bool, log,
@@ -52,7 +65,10 @@ def backup(data_dir: str, backup_dir: str, wal_dir: str, backup_wal_dir: str, wi
     dst_snap = os.path.join(backup_dir, "member", "snap")
     src_wal = wal_dir or os.path.join(data_dir, "member", "wal")
     dst_wal = backup_wal_dir or os.path.join(backup_dir, "member", "wal")
-    os.makedirs(dst_snap, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(dst_snap, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(118, "failed creating backup snapshot dir", exc, **{"dest-snap": dst_snap}) from None
     ids = IdGenerator(0, int(time.time() * 1000) if now_ms is None else now_ms)
     node_id = ids.next()
     cluster_id = ids.next()
@@ -63,17 +79,30 @@ def backup(data_dir: str, backup_dir: str, wal_dir: str, backup_wal_dir: str, wi
         snapshot = Snapshotter(src_snap).load()
     except snapcodec.NoSnapshotError:
         snapshot = None
+    except OSError as exc:
+        raise BackupError(154, "saveSnap(Snapshoter.Load) failed", exc) from None
     if snapshot is not None:
         walsnap.index, walsnap.term = snapshot.metadata.index, snapshot.metadata.term
         walsnap.conf_state.CopyFrom(conf_state)
         snapshot.metadata.conf_state.CopyFrom(conf_state)
         snapshot.data = _translate_v2(snapshot.data, node_id)
-        Snapshotter(dst_snap).save(snapshot)
+        try:
+            Snapshotter(dst_snap).save(snapshot)
+        except OSError as exc:
+            raise BackupError(162, "saveSnap(Snapshoter.SaveSnap) failed", exc) from None
 
-    result = read_wal(src_wal, walsnap)
+    try:
+        result = read_wal(src_wal, walsnap)
+    except (OSError, WalNotFoundError) as exc:
+        raise BackupError(191, "wal.OpenForRead failed", exc) from None
+    except WalError as exc:
+        raise BackupError(201, "unexpected error while reading WAL", exc) from None
     entries = [_translate_entry(e, with_v3, log) for e in result.entries]
     _save_db(os.path.join(src_snap, "db"), os.path.join(dst_snap, "db"), result.hard_state, node_id, with_v3)
-    wal = WAL.create(dst_wal, result.metadata or b"")
+    try:
+        wal = WAL.create(dst_wal, result.metadata or b"")
+    except (OSError, WalError) as exc:
+        raise BackupError(131, "wal.Create failed", exc) from None
     try:
         wal.save(result.hard_state, entries)
         wal.save_snapshot(walsnap)
@@ -111,17 +140,20 @@ def _translate_entry(e, with_v3: bool, log):
         log.info("etcdutl/backup_command.go:231", "ignoring member attribute update on", {"v2Req.Path": v2.Path})
         return noop
     if irr is not None and irr.HasField("cluster_member_attr_set"):
-        log.info("etcdutl/backup_command.go:240", "ignoring cluster_member_attr_set", {})
+        log.info("etcdutl/backup_command.go:243", "ignoring cluster_member_attr_set", {})
         return noop
     if with_v3 or irr is None or not irr.HasField("header"):
         return e
-    log.info("etcdutl/backup_command.go:249", "ignoring v3 raft entry", {})
+    log.info("etcdutl/backup_command.go:252", "ignoring v3 raft entry", {})
     return noop
 
 
 def _save_db(src_path: str, dst_path: str, hard_state, node_id: int, with_v3: bool) -> None:
     if with_v3:
-        src = DB.open(src_path, read_only=True)
+        try:
+            src = DB.open(src_path, read_only=True)
+        except (OSError, StorageError) as exc:
+            raise BackupError(277, "bolt.Open FAILED", exc) from None
         try:
             with src.view() as tx, open(dst_path, "wb") as out:
                 tx.write_to(out)

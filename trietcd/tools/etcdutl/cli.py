@@ -160,9 +160,9 @@ def find_command(argv: list[str]) -> tuple[Command | None, list[str]]:
             cmd = COMMANDS[f"{cmd.path} {a}".strip()]
             del rest[i]
             continue
-        if cmd.path == "" or cmd.subcommands:
+        if cmd.path == "":
             return None, [a]
-        break
+        break  # a command group shows its usage whatever follows
     return cmd, rest
 
 
@@ -342,11 +342,13 @@ def cmd_defrag(values, args, out, err) -> int:
 def cmd_backup(values, args, out, err) -> int:
     from .backup import BackupError, backup
 
+    log = console.ConsoleLog(err)
     try:
         backup(values["data-dir"], values["backup-dir"], values["wal-dir"], values["backup-wal-dir"],
-               values["with-v3"], console.ConsoleLog(err))
-    except (BackupError, OSError) as exc:
-        raise ExitError(EXIT_ERROR, str(exc)) from None
+               values["with-v3"], log)
+    except BackupError as exc:
+        log.fatal(exc.caller, exc.msg, exc.fields)  # etcdutl exits from its logger, no "Error:" line
+        return EXIT_ERROR
     return 0
 
 

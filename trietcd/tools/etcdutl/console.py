@@ -31,6 +31,9 @@ class ConsoleLog:
     def warn(self, caller: str, msg: str, fields: dict) -> None:
         self._line("warn", caller, msg, fields)
 
+    def fatal(self, caller: str, msg: str, fields: dict) -> None:
+        self._line("fatal", caller, msg, fields)
+
 
 _SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 
 import trio
@@ -23,7 +24,7 @@ from trietcd.mvcc import MvccError
 from trietcd.server.errors import ServerError
 from trietcd.wire.grpc_call import GrpcError, Status
 
-__all__ = ["MaintenanceService", "parse_downgrade_version"]
+__all__ = ["MaintenanceService", "parse_downgrade_version", "humanize_bytes"]
 
 SNAPSHOT_SEND_BUFFER_BYTES = 32 * 1024  # etcd's snapshotSendBufferSize: the blob of every message but the last
 SNAPSHOT_READ_BYTES = 32 * SNAPSHOT_SEND_BUFFER_BYTES  # read per worker-thread step
@@ -141,11 +142,23 @@ class MaintenanceService:
         await self._check_admin(call)
         s = self._server
         s.log.info("starting defragment", caller="v3rpc/maintenance.go")
+        size, in_use = s.db_size_bytes(), s.db_size_in_use_bytes()
+        start = trio.current_time()
+        s.log.info("defragmenting", caller="backend/backend.go", path=s.backend.path or "",
+                   **{"current-db-size-bytes": size, "current-db-size": humanize_bytes(size),
+                      "current-db-size-in-use-bytes": in_use, "current-db-size-in-use": humanize_bytes(in_use)})
         try:
             await s.defragment()
         except Exception as exc:
             s.log.warn("failed to defragment", caller="v3rpc/maintenance.go", error=str(exc))
             raise GrpcError(Status.UNKNOWN, str(exc)) from None
+        new_size, new_in_use = s.db_size_bytes(), s.db_size_in_use_bytes()
+        s.log.info("finished defragmenting directory", caller="backend/backend.go", path=s.backend.path or "",
+                   **{"current-db-size-bytes-diff": new_size - size, "current-db-size-bytes": new_size,
+                      "current-db-size": humanize_bytes(new_size),
+                      "current-db-size-in-use-bytes-diff": new_in_use - in_use,
+                      "current-db-size-in-use-bytes": new_in_use, "current-db-size-in-use": humanize_bytes(new_in_use),
+                      "took": f"{trio.current_time() - start:.3f}s"})
         s.log.info("finished defragment", caller="v3rpc/maintenance.go")
         return rpc_pb2.DefragmentResponse()
 
@@ -254,17 +267,17 @@ def _go_semver(text: str) -> tuple[int, int] | None:
     return nums[0], nums[1]
 
 
+_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+
+
 def humanize_bytes(n: int) -> str:
-    """go-humanize's Bytes: SI units, one decimal under 10, none above ("33 kB", "1.2 MB")."""
+    """go-humanize's Bytes, as etcd's logs and etcdctl's tables show sizes: SI units, one decimal below 10
+    ("9.5 MB", "17 MB")."""
     if n < 10:
         return f"{n} B"
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-    e = 0
-    v = float(n)
-    while v >= 1000 and e < len(units) - 1:
-        v /= 1000
-        e += 1
-    return f"{v:.1f} {units[e]}" if v < 10 else f"{v:.0f} {units[e]}"
+    e = math.floor(math.log(n) / math.log(1000))
+    val = math.floor(n / 1000**e * 10 + 0.5) / 10
+    return f"{val:.1f} {_SIZES[e]}" if val < 10 else f"{val:.0f} {_SIZES[e]}"
 
 
 def alarm_text(member_id: int, alarm: int) -> str:

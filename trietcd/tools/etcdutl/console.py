@@ -1,11 +1,12 @@
-"""etcdutl's output: zap's console log lines on stderr, go-humanize sizes, tablewriter tables."""
+"""etcdutl's output: zap's console log lines on stderr, go-humanize sizes (the API's), tablewriter tables."""
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
+
+from trietcd.api.maintenance import humanize_bytes
 
 __all__ = ["ConsoleLog", "humanize_bytes", "table"]
 
@@ -33,18 +34,6 @@ class ConsoleLog:
 
     def fatal(self, caller: str, msg: str, fields: dict) -> None:
         self._line("fatal", caller, msg, fields)
-
-
-_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-
-
-def humanize_bytes(n: int) -> str:
-    """go-humanize's Bytes (SI units)."""
-    if n < 10:
-        return f"{n} B"
-    e = math.floor(math.log(n) / math.log(1000))
-    val = math.floor(n / 1000**e * 10 + 0.5) / 10
-    return f"{val:.1f} {_SIZES[e]}" if val < 10 else f"{val:.0f} {_SIZES[e]}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -46,10 +46,11 @@ class FakeCall:
 
     # The real call's streaming writes (trietcd/wire/conn.py Call.write/flush): the service hands
     # over encoded responses, which must be byte for byte what protobuf makes of them.
-    def write(self, data: bytes) -> bool:
-        msg = rpc_pb2.WatchResponse.FromString(data)
-        assert msg.SerializeToString() == data, (msg, data)
-        self._pending.append(msg)
+    def write(self, *payloads: bytes) -> bool:
+        for data in payloads:
+            msg = rpc_pb2.WatchResponse.FromString(data)
+            assert msg.SerializeToString() == data, (msg, data)
+            self._pending.append(msg)
         return self._out_send.statistics().max_buffer_size == math.inf
 
     async def flush(self) -> None:

@@ -38,6 +38,7 @@ GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's grpcOverheadBytes, added to --max-req
 HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
 
 _EVENT_CACHE_MAX = 4096
+WRITE_BATCH_BYTES = 256 * 1024  # encoded responses gathered for one write
 _PERMISSION_DENIED = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
 
 
@@ -129,6 +130,8 @@ class WatchService:
         ready = _Flag()
         stream.on_ready = ready.set
         write = getattr(call, "write", None)  # the gateway's calls take messages
+        batch: list[bytes] = []  # encoded responses for one write, in order
+        batch_bytes = 0
         while True:
             resp = stream.take()
             if resp is None:
@@ -141,9 +144,21 @@ class WatchService:
                     await call.send(part)
             elif write is None:
                 await call.send(rpc_pb2.WatchResponse.FromString(data))
-            elif not write(data) or not stream.queue:
-                # Everything ready is written with one wake-up of the connection's writer.
+            else:
+                # Everything ready goes out in one write and one wake-up of the connection's writer.
+                batch.append(data)
+                batch_bytes += len(data)
+                if stream.queue and batch_bytes < WRITE_BATCH_BYTES and not self._fragmenting(stream):
+                    continue
+                write(*batch)
+                batch.clear()
+                batch_bytes = 0
                 await call.flush()
+
+    @staticmethod
+    def _fragmenting(stream: WatchStream) -> bool:
+        # The next response may need fragments, sent as messages of their own: what is batched goes first.
+        return bool(stream.fragment) and stream.queue[0][0].watch_id in stream.fragment
 
     def encode(self, stream: WatchStream, resp: WatchResponse) -> bytes:
         """The response as etcdserverpb.WatchResponse bytes, field by field in number order, as

@@ -143,10 +143,10 @@ class Call:
         self.write(message.SerializeToString())
         await self.flush()
 
-    def write(self, payload: bytes) -> bool:
-        """Queues one encoded response message without waiting (a streaming handler with several
-        ready writes them all, then flushes once). Returns whether the output buffers still have
-        room; when not, the handler must `flush` before writing more."""
+    def write(self, *payloads: bytes) -> bool:
+        """Queues encoded response messages without waiting (a streaming handler with several ready
+        writes them together, in one run of DATA frames, then flushes once). Returns whether the
+        output buffers still have room; when not, the handler must `flush` before writing more."""
         if self._done:
             raise trio.ClosedResourceError("call already finished")
         shell = self._shell
@@ -157,10 +157,13 @@ class Call:
             raise GrpcError(Status.CANCELLED, "stream closed")
         if not st.headers_sent:
             conn.send_headers(sid, g.RESPONSE_HEADERS)
-        conn.send_data(sid, g.frame_message(payload))
+        if len(payloads) == 1:
+            conn.send_data(sid, g.frame_message(payloads[0]))
+        else:
+            conn.send_data(sid, b"".join(map(g.frame_message, payloads)))
         if self._stats is not None:
-            self._stats.msg_sent += 1
-            grpc_stats.sent_bytes += len(payload)
+            self._stats.msg_sent += len(payloads)
+            grpc_stats.sent_bytes += sum(map(len, payloads))
         shell.wake_writer()
         return not self._over_limits()
 

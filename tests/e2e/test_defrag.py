@@ -5,6 +5,7 @@ defrag; trietcd copies while it serves.)"""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 
 import pytest
@@ -20,7 +21,7 @@ CALL_TIMEOUT_S = 10
 
 class Client:
     def __init__(self, endpoint: str) -> None:
-        self.channel = grpc.insecure_channel(endpoint)
+        self.channel = grpc.insecure_channel(endpoint, options=[("grpc.max_receive_message_length", 64 << 20)])
 
     def call(self, service: str, method: str, request, response_type):
         f = self.channel.unary_unary(f"/etcdserverpb.{service}/{method}",
@@ -97,6 +98,51 @@ def test_writes_go_on_during_a_defrag_and_none_is_lost(tmp_path):
         server = start(tmp_path, TRIETCD_CMD, data_dir=server.data_dir)
         client = Client(server.endpoint)
         assert served() == acked
+        client.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kill_after_s", [0.01, 0.03, 0.06])
+def test_a_member_killed_during_a_defrag_restarts_with_every_acknowledged_write(tmp_path, kill_after_s):
+    big_requests = ("--max-request-bytes", str(16 << 20), "--max-txn-ops", "1000")
+    server = start(tmp_path, TRIETCD_CMD, *big_requests)
+    try:
+        client = Client(server.endpoint)
+        acked = {}
+        for round_ in range(10):  # 10 versions of 300 keys of 20 kB, in one txn per version
+            txn = rpc_pb2.TxnRequest()
+            for i in range(300):
+                key, value = b"k/%03d" % i, b"y" * 20_000 + b"%d" % round_
+                txn.success.add().request_put.CopyFrom(rpc_pb2.PutRequest(key=key, value=value))
+                acked[key] = value
+            rev = client.call("KV", "Txn", txn, rpc_pb2.TxnResponse).header.revision
+        client.call("KV", "Compact", rpc_pb2.CompactionRequest(revision=rev, physical=True),
+                    rpc_pb2.CompactionResponse)
+
+        def defrag() -> None:
+            try:
+                Client(server.endpoint).call("Maintenance", "Defragment", rpc_pb2.DefragmentRequest(),
+                                             rpc_pb2.DefragmentResponse)
+            except grpc.RpcError:
+                pass  # the member is killed under it
+
+        t = threading.Thread(target=defrag)
+        t.start()
+        threading.Event().wait(kill_after_s)
+        server.stop(signal.SIGKILL)
+        t.join()
+        client.close()
+        log = server.log()
+        print("killed", "before" if "defragmenting" not in log else
+              "after" if "finished defragmenting directory" in log else "during", "the defrag")
+        server = start(tmp_path, TRIETCD_CMD, *big_requests, data_dir=server.data_dir)
+        client = Client(server.endpoint)
+        r = client.call("KV", "Range", rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"), rpc_pb2.RangeResponse)
+        assert {kv.key: kv.value for kv in r.kvs} == acked
+        snap_dir = server.data_dir / "member" / "snap"
+        assert [p.name for p in snap_dir.iterdir() if ".tmp." in p.name] == []
+        client.put(b"after", b"1")
         client.close()
     finally:
         server.stop()

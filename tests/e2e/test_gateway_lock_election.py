@@ -99,9 +99,9 @@ def transcript(endpoint: str) -> list[str]:
 def members(tmp_path):
     started = []
 
-    def _start(name, command):
+    def _start(name, command, *flags):
         (tmp_path / name).mkdir()
-        server = start(tmp_path / name, command)
+        server = start(tmp_path / name, command, *flags)
         started.append(server)
         return server
 

@@ -22,7 +22,8 @@ from trietcd.server.autocompact import (
     parse_go_duration_ns,
     parse_retention,
 )
-from trietcd.server.errors import BootstrapError
+from trietcd.mvcc.errors import CompactedError
+from trietcd.server.errors import BootstrapError, RequestTimeoutError
 from tests.server.members import run_member
 
 S = 1_000_000_000
@@ -163,96 +164,156 @@ def test_core_is_pure():
 
 
 # ---- the member's task ------------------------------------------------------------------------------
+# Member._auto_compactor runs on a stand-in holding what it reads (store revision, leader, config, log) and a
+# propose that compacts the stand-in's store as the applier would: no disk and no worker threads, so virtual
+# time is exact.
 
 
-def _member(tmp_path, *flags, out=None):
-    return Member(parse(["--data-dir", str(tmp_path / "d"), *flags], {}), log=Logger(out=out or io.StringIO()))
+class _Store:
+    def __init__(self):
+        self.current_revision = 1
+        self.compact_revision = -1
 
 
-async def _put(member, key, value=b"v"):
-    return await member.propose("put", rpc_pb2.PutRequest(key=key, value=value))
+class _Member:
+    def __init__(self, mode: str, retention: str, out=None):
+        self.config = parse(["--auto-compaction-mode", mode, "--auto-compaction-retention", retention], {})
+        self._auto_compaction_mode = mode
+        self.log = Logger(out=out or io.StringIO())
+        self.store = _Store()
+        self.id = 1
+        self.leader_id = 1
+        self.proposed: list[tuple[float, int]] = []
+        self.fail_next = None
+
+    def put(self, n: int = 1) -> None:
+        self.store.current_revision += n
+
+    async def propose(self, field, request):
+        assert field == "compaction" and not request.physical
+        self.proposed.append((trio.current_time(), request.revision))
+        await trio.sleep(0.002)  # a raft round
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        if request.revision <= self.store.compact_revision:
+            raise CompactedError()
+        self.store.compact_revision = request.revision
+        return rpc_pb2.CompactionResponse()
+
+
+async def _run(member, body):
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(Member._auto_compactor, member)
+        await body(member)
+        nursery.cancel_scope.cancel()
 
 
 def _lines(out, msg):
     return [json.loads(line) for line in out.getvalue().splitlines() if f'"msg":"{msg}"' in line]
 
 
-async def test_member_periodic_compacts_to_the_revision_one_period_ago(tmp_path, autojump_clock):
+async def test_member_periodic_compacts_to_the_revision_one_period_ago(autojump_clock):
     out = io.StringIO()
-    member = _member(tmp_path, "--auto-compaction-mode=periodic", "--auto-compaction-retention=1h", out=out)
-    start = trio.current_time()  # the task starts with the member, before it serves
+    m = _Member("periodic", "1h", out=out)
 
     async def body(m):
-        for i in range(5):  # revisions 2..6 in the first minutes
-            await _put(m, b"a")
+        start = trio.current_time()
+        await trio.sleep(1)
+        m.put(5)  # revision 6 in the first minutes
         await trio.sleep_until(start + 1800)
-        for i in range(5):  # 7..11 at 30 min
-            await _put(m, b"b")
-        await trio.sleep_until(start + 3600 - 1)
-        assert m.store.compact_revision == -1  # nothing before a whole period
-        await trio.sleep_until(start + 3600 + 1)
-        assert m.store.compact_revision == 1  # the revision sampled when the member started
-        await trio.sleep_until(start + 7200 + 1)
-        # The window of 11 samples (6 min apart) ending at 1h54m starts at 54m: revision 11.
-        assert m.store.compact_revision == 11
+        m.put(5)  # 11 at 30 min
+        await trio.sleep_until(start + 7300)
 
-    await run_member(member, body)
+    await _run(m, body)
+    # At 1h the oldest sample is the one taken at start (revision 1); at 2h the window of 11 samples
+    # (6 min apart) ending at 1h54m starts at 54m (revision 11).
+    assert [(round(t, 3), rev) for t, rev in m.proposed] == [(3600.0, 1), (7200.002, 11)]  # the next round starts after the 2 ms proposal
     started = _lines(out, "starting auto periodic compaction")
     completed = _lines(out, "completed auto periodic compaction")
-    assert [(x["revision"], x["compact-period"], x["caller"]) for x in started] == [
-        (1, "1h0m0s", "v3compactor/periodic.go:134"), (11, "1h0m0s", "v3compactor/periodic.go:134")]
-    assert [x["revision"] for x in completed] == [1, 11]
-    assert all(x["took"].endswith("s") for x in completed)
+    assert [(x["revision"], x["compact-period"], x["caller"], x["level"]) for x in started] == [
+        (1, "1h0m0s", "v3compactor/periodic.go:134", "info"), (11, "1h0m0s", "v3compactor/periodic.go:134", "info")]
+    assert [(x["revision"], x["took"]) for x in completed] == [(1, "2ms"), (11, "2ms")]
 
 
-async def test_member_revision_mode_every_5_minutes(tmp_path, autojump_clock):
-    member = _member(tmp_path, "--auto-compaction-mode=revision", "--auto-compaction-retention=3")
-    start = trio.current_time()
+async def test_member_periodic_counts_already_compacted_as_success_and_retries_failures(autojump_clock):
+    out = io.StringIO()
+    m = _Member("periodic", "1s", out=out)
 
     async def body(m):
-        for i in range(10):  # revision 11
-            await _put(m, b"k")
-        await trio.sleep_until(start + 299)
-        assert m.store.compact_revision == -1
+        start = trio.current_time()
+        m.fail_next = RequestTimeoutError()
+        await trio.sleep_until(start + 3.05)
+
+    await _run(m, body)
+    # 1.0: fails; 1.102: retried (to the oldest sample, still revision 1); a period later: the store is at 1
+    # (etcd's ErrCompacted: a success).
+    assert [round(t, 3) for t, _ in m.proposed] == [1.0, 1.102, 2.104]
+    failed = _lines(out, "failed auto periodic compaction")
+    assert [(x["level"], x["retry-interval"], x["error"]) for x in failed] == [
+        ("warn", "100ms", "RequestTimeoutError")]
+    assert len(_lines(out, "completed auto periodic compaction")) == 2
+
+
+async def test_member_revision_mode_every_5_minutes_when_the_revision_moved(autojump_clock):
+    out = io.StringIO()
+    m = _Member("revision", "3", out=out)
+
+    async def body(m):
+        start = trio.current_time()
+        m.put(10)  # revision 11
         await trio.sleep_until(start + 301)
-        assert m.store.compact_revision == 8
-        await _put(m, b"k")
+        m.put(1)
+        await trio.sleep_until(start + 1201)
+
+    await _run(m, body)
+    assert [(round(t), rev) for t, rev in m.proposed] == [(300, 8), (600, 9)]
+    assert [(x["revision"], x["revision-compaction-retention"], x["caller"])
+            for x in _lines(out, "starting auto revision compaction")] == [
+        (8, 3, "v3compactor/revision.go:86"), (9, 3, "v3compactor/revision.go:86")]
+
+
+async def test_member_pauses_while_not_leader(autojump_clock):
+    m = _Member("revision", "1")
+
+    async def body(m):
+        start = trio.current_time()
+        m.put(2)
+        m.leader_id = 2  # another member leads
         await trio.sleep_until(start + 601)
-        assert m.store.compact_revision == 9
+        assert m.proposed == []
+        m.leader_id = 1
+        await trio.sleep_until(start + 901)
 
-    await run_member(member, body)
+    await _run(m, body)
+    assert [(round(t), rev) for t, rev in m.proposed] == [(900, 2)]
 
 
-async def test_member_without_retention_never_compacts(tmp_path, autojump_clock):
-    member = _member(tmp_path)
+async def test_member_without_retention_never_compacts(autojump_clock):
+    m = _Member("periodic", "0")
 
     async def body(m):
-        for i in range(3):
-            await _put(m, b"k")
+        m.put(3)
         await trio.sleep(5 * 3600)
-        assert m.store.compact_revision == -1
 
-    await run_member(member, body)
+    await _run(m, body)
+    assert m.proposed == []
 
 
-async def test_member_pauses_while_not_leader(tmp_path, autojump_clock):
-    member = _member(tmp_path, "--auto-compaction-mode=revision", "--auto-compaction-retention=1")
+async def test_real_member_runs_the_task(tmp_path):
+    # The task is in the member's nursery: with --auto-compaction-retention it is parsed at start (a bad
+    # one refuses to start), without it the task ends at once.
+    member = Member(parse(["--data-dir", str(tmp_path / "d"), "--auto-compaction-mode=revision",
+                           "--auto-compaction-retention=1000"], {}), log=Logger(out=io.StringIO()))
 
     async def body(m):
-        for i in range(3):
-            await _put(m, b"k")
-        real_id = m.leader_id
-        m.leader_id = 0  # as if leadership were lost; the task reads it at each round
-        await trio.sleep(601)
+        await m.propose("put", rpc_pb2.PutRequest(key=b"k", value=b"v"))
         assert m.store.compact_revision == -1
-        m.leader_id = real_id
-        await trio.sleep(300)
-        assert m.store.compact_revision == 3
 
     await run_member(member, body)
 
 
 def test_bad_retention_refuses_to_start(tmp_path):
     with pytest.raises(BootstrapError, match='error parsing CompactionRetention: time: invalid duration "abc"'):
-        _member(tmp_path, "--auto-compaction-retention=abc")
+        Member(parse(["--data-dir", str(tmp_path / "d"), "--auto-compaction-retention=abc"], {}))
     assert not (tmp_path / "d").exists()

@@ -54,7 +54,7 @@ class ElectionService:
 
     async def Campaign(self, request: epb.CampaignRequest, call) -> epb.CampaignResponse:
         keys = self._keys
-        lease_id = await keys.session_lease(request.lease)
+        lease_id = await keys.session_lease(request.lease, call)
         prefix = request.name + b"/"
         key = lease_key(prefix, lease_id)
         resp = await keys.txn(_campaign_request(key, request.value, lease_id), call)
@@ -80,7 +80,7 @@ class ElectionService:
         if not request.HasField("leader"):
             raise unknown(ERR_MISSING_LEADER_KEY)
         leader = request.leader
-        lease_id = await self._keys.session_lease(leader.lease)
+        lease_id = await self._keys.session_lease(leader.lease, call)
         resp = await self._proclaim(leader.key, leader.rev, lease_id, request.value, call)
         return epb.ProclaimResponse(header=resp.header)
 
@@ -88,7 +88,7 @@ class ElectionService:
         if not request.HasField("leader"):
             raise unknown(ERR_MISSING_LEADER_KEY)
         leader = request.leader
-        await self._keys.session_lease(leader.lease)
+        await self._keys.session_lease(leader.lease, call)
         resp = await self._keys.txn(delete_if_created(leader.key, leader.rev), call)
         return epb.ResignResponse(header=resp.header)
 

@@ -27,10 +27,9 @@ import trio
 
 from proto.etcdserverpb import rpc_pb2
 from proto.v3lockpb import v3lock_pb2
-from trietcd import lease as lease_mod
 from trietcd.api import errors
+from trietcd.api.lease import LeaseService
 from trietcd.mvcc.watch import AUTO_WATCH_ID
-from trietcd.server.errors import ServerError
 from trietcd.wire.grpc_call import GrpcError, Status
 
 __all__ = ["Keys", "LockService", "SESSION_TTL_S", "prefix_end", "client_error"]
@@ -72,24 +71,25 @@ def lease_key(prefix: bytes, lease_id: int) -> bytes:
 
 
 class Keys:
-    """The key work of etcd's concurrency package on this member. `server` gives `leases`
-    (LeaseKeeper), `watch_hub`; `kv` is the KVService whose handlers do reads and writes."""
+    """The key work of etcd's concurrency package on this member. `server` gives what LeaseService
+    takes and `watch_hub`; `kv` is the KVService whose handlers do reads and writes."""
 
     def __init__(self, server, kv) -> None:
-        self._leases = server.leases
+        self._lease = LeaseService(server)
         self._hub = server.watch_hub
         self._kv = kv
 
     # ---- sessions
 
-    async def session_lease(self, lease_id: int) -> int:
-        """concurrency.NewSession(WithLease(lease_id)): lease 0 grants a new one."""
+    async def session_lease(self, lease_id: int, call) -> int:
+        """concurrency.NewSession(WithLease(lease_id)): lease 0 grants a new one, as the caller (a bad
+        auth token fails here, before anything is granted)."""
         if lease_id != 0:
             return lease_id
         try:
-            resp = await self._leases.grant(rpc_pb2.LeaseGrantRequest(TTL=SESSION_TTL_S))
-        except (ServerError, lease_mod.LeaseError) as exc:
-            raise client_error(errors.to_grpc_error(exc)) from None
+            resp = await self._lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=SESSION_TTL_S), call)
+        except GrpcError as exc:
+            raise client_error(exc) from None
         return resp.ID
 
     # ---- KV through the KV service
@@ -210,7 +210,7 @@ class LockService:
 
     async def Lock(self, request: v3lock_pb2.LockRequest, call) -> v3lock_pb2.LockResponse:
         keys = self._keys
-        lease_id = await keys.session_lease(request.lease)
+        lease_id = await keys.session_lease(request.lease, call)
         prefix = request.name + b"/"
         my_key = lease_key(prefix, lease_id)
         resp = await keys.txn(_acquire_request(my_key, prefix, lease_id), call)

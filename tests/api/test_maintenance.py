@@ -376,3 +376,23 @@ def test_a_crash_at_any_step_of_a_defrag_leaves_a_usable_db(tmp_path):
         with Backend.open(str(db), fsync=False) as reopened:
             assert dict(reopened.range(KEY, b"", b"")) == rows_want, db
         assert os.listdir(db.parent) == ["db"]  # the unfinished copy is removed on open
+
+
+async def test_bootstrap_defrag_threshold(tmp_path, clock):
+    async def fill_and_compact(m):
+        for i in range(600):
+            await put(m, b"k%03d" % (i % 50), os.urandom(4000))
+        await m.propose("compaction", rpc_pb2.CompactionRequest(revision=m.store.current_revision, physical=True))
+        await trio.sleep(0.3)
+        return m.db_size_bytes()
+
+    async def sizes(m):
+        return m.db_size_bytes(), m.store.hash_kv(0)[0]
+
+    size = await run_member(make_member(tmp_path / "d"), fill_and_compact)
+    flag = "--experimental-bootstrap-defrag-threshold-megabytes"
+    skipped = await run_member(make_member(tmp_path / "d", flag, "1000"), sizes)
+    assert skipped[0] == size
+    defragged = await run_member(make_member(tmp_path / "d", flag, "1"), sizes)
+    assert defragged[0] < size // 4
+    assert defragged[1] == skipped[1]

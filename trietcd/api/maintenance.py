@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 
 import trio
@@ -19,12 +18,12 @@ import trio
 from proto.etcdserverpb import rpc_pb2
 from trietcd.api import errors
 from trietcd.auth import AuthError
-from trietcd.backend import CLUSTER, DOWNGRADE
+from trietcd.backend import CLUSTER, DOWNGRADE, humanize_bytes
 from trietcd.mvcc import MvccError
 from trietcd.server.errors import ServerError
 from trietcd.wire.grpc_call import GrpcError, Status
 
-__all__ = ["MaintenanceService", "parse_downgrade_version", "humanize_bytes"]
+__all__ = ["MaintenanceService", "parse_downgrade_version"]
 
 SNAPSHOT_SEND_BUFFER_BYTES = 32 * 1024  # etcd's snapshotSendBufferSize: the blob of every message but the last
 SNAPSHOT_READ_BYTES = 32 * SNAPSHOT_SEND_BUFFER_BYTES  # read per worker-thread step
@@ -265,19 +264,6 @@ def _go_semver(text: str) -> tuple[int, int] | None:
             return None
         nums.append(n)
     return nums[0], nums[1]
-
-
-_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-
-
-def humanize_bytes(n: int) -> str:
-    """go-humanize's Bytes, as etcd's logs and etcdctl's tables show sizes: SI units, one decimal below 10
-    ("9.5 MB", "17 MB")."""
-    if n < 10:
-        return f"{n} B"
-    e = math.floor(math.log(n) / math.log(1000))
-    val = math.floor(n / 1000**e * 10 + 0.5) / 10
-    return f"{val:.1f} {_SIZES[e]}" if val < 10 else f"{val:.0f} {_SIZES[e]}"
 
 
 def alarm_text(member_id: int, alarm: int) -> str:

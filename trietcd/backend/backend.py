@@ -16,6 +16,7 @@ Rules (etcd 3.5.1 `server/mvcc/backend`: backend.go, batch_tx.go, tx_buffer.go, 
 
 from __future__ import annotations
 
+import math
 import os
 
 import trio
@@ -541,6 +542,19 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+
+
+def humanize_bytes(n: int) -> str:
+    """go-humanize's Bytes, as etcd logs db sizes and etcdctl/etcdutl tables show them: SI units, one decimal
+    below 10 ("9.5 MB", "17 MB")."""
+    if n < 10:
+        return f"{n} B"
+    e = math.floor(math.log(n) / math.log(1000))
+    val = math.floor(n / 1000**e * 10 + 0.5) / 10
+    return f"{val:.1f} {_SIZES[e]}" if val < 10 else f"{val:.0f} {_SIZES[e]}"
 
 
 def _remove_defrag_leftovers(path: str) -> None:

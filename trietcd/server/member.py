@@ -44,6 +44,7 @@ from proto.etcdserverpb.raft_internal_pb2 import RequestHeader as _RequestHeader
 from proto.raftpb import raft_pb2
 from proto.walpb import record_pb2
 from trietcd.auth import AuthError, AuthKeeper
+from trietcd.backend import humanize_bytes
 from trietcd.log import Logger, go_duration
 from trietcd.log import logger as default_logger
 from trietcd.metrics import server_metrics
@@ -180,6 +181,12 @@ class Member:
         )
         disk = self.disk
         self.backend = disk.backend
+        if config.experimental_bootstrap_defrag_threshold_megabytes:
+            try:
+                maybe_defrag_backend(self.backend, config.experimental_bootstrap_defrag_threshold_megabytes, self.log)
+            except BaseException:
+                disk.close()
+                raise
         self.membership = Membership(cluster_id=disk.cluster_id, local_id=disk.member_id, members={})
         self.quota = Quota(config.quota_backend_bytes, self.backend.size_bytes)
         try:
@@ -979,6 +986,24 @@ class _CompactionWait:
         self.response = response
         self.physical = physical
         self.compaction_done = done
+
+
+def maybe_defrag_backend(backend, threshold_mb: int, log) -> None:
+    """--experimental-bootstrap-defrag-threshold-megabytes: at start, defrag when that many MB would be freed."""
+    size, in_use = backend.size_bytes(), backend.size_in_use_bytes()
+    threshold_bytes = threshold_mb * 1024 * 1024
+    sizes = {"current-db-size-bytes": size, "current-db-size": humanize_bytes(size),
+             "current-db-size-in-use-bytes": in_use, "current-db-size-in-use": humanize_bytes(in_use)}
+    if size - in_use < threshold_bytes:
+        log.info("Skipping defragmentation", caller="etcdserver/server.go", **sizes,
+                 **{"experimental-bootstrap-defrag-threshold-bytes": threshold_bytes,
+                    "experimental-bootstrap-defrag-threshold": humanize_bytes(threshold_bytes)})
+        return
+    log.info("defragmenting", caller="backend/backend.go", path=backend.path or "", **sizes)
+    backend.defrag()
+    log.info("finished defragmenting directory", caller="backend/backend.go", path=backend.path or "",
+             **{"current-db-size-bytes": backend.size_bytes(), "current-db-size-in-use-bytes":
+                backend.size_in_use_bytes()})
 
 
 def _internal_request(field: str, request, rid: int, auth=None) -> bytes:

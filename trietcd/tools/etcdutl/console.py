@@ -1,4 +1,4 @@
-"""etcdutl's output: zap's console log lines on stderr, go-humanize sizes (the API's), tablewriter tables."""
+"""etcdutl's output: zap's console log lines on stderr, go-humanize sizes (the backend's), tablewriter tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from trietcd.api.maintenance import humanize_bytes
+from trietcd.backend import humanize_bytes
 
 __all__ = ["ConsoleLog", "humanize_bytes", "table"]
 

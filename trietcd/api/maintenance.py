@@ -4,7 +4,9 @@ Snapshot streams the backend image as etcd 3.5.1 does: 32 KiB messages, each wit
 then one message holding the image's SHA-256 (what `etcdutl snapshot restore` checks). The image is read from
 a read view in a worker thread, so writes go on while a client downloads it.
 
-Downgrade ENABLE is refused: applying a DowngradeInfoSet entry is not implemented by the member yet.
+Downgrade VALIDATE answers as etcd 3.5.1; ENABLE (after the same validation) and CANCEL of a downgrade a data
+dir from etcd carries are refused with UNIMPLEMENTED: the member does not apply DowngradeInfoSet entries yet
+(trietcd/server/apply.py would write etcd's `cluster`/`downgrade` row, which `_downgrade_enabled` reads).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         sys.exit(exc.exit_code)
     logger.set_level(config.log_level)
-    logger.set_output(_log_output(config.log_outputs))
+    logger.set_outputs([_log_output((name,)) for name in config.log_outputs or ("default",)])
     bridge_stdlib_logging(logger)
     now = _now()
     for line in config.log:
@@ -79,9 +79,10 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 
 def _log_output(outputs):
-    # etcd's --log-outputs: "default" and "stderr" are stderr; a path is a file.
+    # etcd's --log-outputs: "default" and "stderr" are stderr; a path is a file. systemd/journal: stderr too,
+    # which journald collects from a unit (trietcd does not speak the journal's protocol).
     name = outputs[0] if outputs else "default"
-    if name in ("default", "stderr"):
+    if name in ("default", "stderr", "systemd/journal"):
         return sys.stderr
     if name == "stdout":
         return sys.stdout

@@ -3,6 +3,8 @@
 etcd logs through zap with the JSON encoder; operators grep and parse those
 lines, so trietcd writes the same keys: level, ts (RFC 3339 with
 milliseconds, UTC), caller, msg, then the fields of the call in order.
+Durations are written as zap's string encoder writes them (`go_duration`).
+Each line goes to every output of --log-outputs, in order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, TextIO
 
 __all__ = ["Logger", "LEVELS", "logger", "bridge_stdlib_logging", "go_duration"]
 
-LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "panic": 4, "fatal": 5}
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "dpanic": 4, "panic": 5, "fatal": 6}
 
 
 def go_duration(ns: int) -> str:
@@ -46,21 +48,27 @@ def _decimal(value: int, unit: int) -> str:
 
 class Logger:
     def __init__(self, *, level: str = "info", out: TextIO | None = None, name: str = "") -> None:
-        self.level = level
-        self._threshold = LEVELS[level]
-        self._out = out
+        self.set_level(level)
+        self._outs: tuple[TextIO, ...] = (out,) if out is not None else ()  # () means stderr
         self._name = name
 
     def named(self, name: str) -> "Logger":
-        child = Logger(level=self.level, out=self._out, name=name)
+        child = Logger(level=self.level, name=name)
+        child._outs = self._outs
         return child
 
     def set_level(self, level: str) -> None:
-        self.level = level
+        """zap's level names, in either case ("" is info, as zap reads it)."""
+        level = level.lower() or "info"
         self._threshold = LEVELS[level]
+        self.level = level
 
     def set_output(self, out: TextIO) -> None:
-        self._out = out
+        self._outs = (out,)
+
+    def set_outputs(self, outs) -> None:
+        """Every line goes to each of `outs` (etcd's --log-outputs with several entries)."""
+        self._outs = tuple(outs)
 
     def log(self, level: str, msg: str, caller: str = "", **fields: Any) -> None:
         if LEVELS[level] < self._threshold:
@@ -76,9 +84,10 @@ class Logger:
             record["caller"] = caller
         record["msg"] = msg
         record.update(fields)
-        out = self._out or sys.stderr
-        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
-        out.flush()
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+        for out in self._outs or (sys.stderr,):
+            out.write(line)
+            out.flush()
 
     def debug(self, msg: str, **fields: Any) -> None:
         self.log("debug", msg, **fields)

@@ -1,0 +1,65 @@
+import io
+import json
+import re
+
+import pytest
+
+from trietcd.log import Logger, go_duration
+
+
+def test_lines_have_zaps_keys_in_order():
+    out = io.StringIO()
+    Logger(out=out).info("starting auto periodic compaction", caller="v3compactor/periodic.go:134",
+                         revision=4, **{"compact-period": "1s"})
+    line = out.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1
+    record = json.loads(line)
+    assert list(record) == ["level", "ts", "caller", "msg", "revision", "compact-period"]
+    assert record["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["ts"])
+    assert (record["msg"], record["revision"], record["compact-period"]) == (
+        "starting auto periodic compaction", 4, "1s")
+    assert '"msg":"starting auto periodic compaction"' in line  # compact separators, as zap writes
+
+
+def test_non_ascii_is_written_as_utf8():
+    out = io.StringIO()
+    Logger(out=out).info("took", took=go_duration(1500))
+    assert '"took":"1.5µs"' in out.getvalue()
+
+
+@pytest.mark.parametrize("level, shown", [
+    ("debug", ["debug", "info", "warn", "error"]), ("INFO", ["info", "warn", "error"]),
+    ("", ["info", "warn", "error"]), ("warn", ["warn", "error"]), ("error", ["error"]),
+])
+def test_level_threshold_like_zap(level, shown):
+    out = io.StringIO()
+    log = Logger(out=out, level=level)
+    for name in ("debug", "info", "warn", "error"):
+        getattr(log, name)(name)
+    assert [json.loads(line)["level"] for line in out.getvalue().splitlines()] == shown
+
+
+def test_unknown_level_is_a_bug():
+    with pytest.raises(KeyError):
+        Logger(level="loud")
+
+
+def test_every_output_gets_every_line_and_named_loggers_share_them():
+    a, b = io.StringIO(), io.StringIO()
+    log = Logger()
+    log.set_outputs([a, b])
+    log.warn("one")
+    log.named("raft").info("two")
+    assert a.getvalue() == b.getvalue()
+    records = [json.loads(line) for line in a.getvalue().splitlines()]
+    assert [(r["msg"], r.get("logger")) for r in records] == [("one", None), ("two", "raft")]
+
+
+@pytest.mark.parametrize("ns, text", [
+    (0, "0s"), (1, "1ns"), (999, "999ns"), (1500, "1.5µs"), (1_111_044, "1.111044ms"), (132_949, "132.949µs"),
+    (10**9, "1s"), (1_500_000_000, "1.5s"), (61 * 10**9, "1m1s"), (5400 * 10**9, "1h30m0s"),
+    (12 * 3600 * 10**9, "12h0m0s"), (-2 * 10**6, "-2ms"),
+])
+def test_durations_as_go_prints_them(ns, text):
+    assert go_duration(ns) == text

@@ -395,6 +395,19 @@ class ServerMetrics:
         self.proposals_failed = r.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.")
         self.read_indexes_failed = r.counter("etcd_server_read_indexes_failed_total",
                                              "The total number of failed read indexes seen.")
+        self.slow_read_indexes = r.counter(
+            "etcd_server_slow_read_indexes_total",
+            "The total number of pending read indexes not in sync with leader's or timed out read index requests.")
+        self.is_learner = r.gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.")
+        # A member here has no peers to send heartbeats to, nor snapshots to receive: these stay at zero.
+        r.counter("etcd_server_heartbeat_send_failures_total",
+                  "The total number of leader heartbeat send failures (likely overloaded from slow disk).")
+        r.gauge("etcd_server_snapshot_apply_in_progress_total", "1 if the server is applying the incoming snapshot. 0 if none.")
+        self.watchers = r.gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.")
+        self.watch_streams = r.gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.")
+        self.slow_watchers = r.gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.")
+        r.gauge("os_fd_used", "The number of used file descriptors.").set_function(lambda: len(os.listdir("/proc/self/fd")))
+        r.gauge("os_fd_limit", "The file descriptor limit.").set_function(lambda: _limit("Max open files"))
         self.quota_backend_bytes = r.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
         self.server_id = r.gauge("etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
                                  ["server_id"])

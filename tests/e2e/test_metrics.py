@@ -16,6 +16,9 @@ FAMILIES = [
     "etcd_server_proposals_pending", "etcd_server_proposals_failed_total",
     "etcd_server_id", "etcd_server_version", "etcd_server_quota_backend_bytes", "etcd_cluster_version",
     "etcd_server_read_indexes_failed_total", "etcd_server_health_success", "etcd_server_health_failures",
+    "etcd_server_slow_read_indexes_total", "etcd_server_is_learner", "etcd_server_heartbeat_send_failures_total",
+    "etcd_server_snapshot_apply_in_progress_total", "os_fd_used", "os_fd_limit",
+    "etcd_debugging_mvcc_watcher_total", "etcd_debugging_mvcc_watch_stream_total", "etcd_debugging_mvcc_slow_watcher_total",
     "etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_use_in_bytes",
     "etcd_disk_wal_fsync_duration_seconds", "etcd_disk_backend_commit_duration_seconds",
     "etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_current_revision", "etcd_debugging_mvcc_compact_revision",
@@ -147,6 +150,9 @@ def test_values_follow_the_workload(scraped):
         assert value(fam, "etcd_server_version", server_version="3.5.1") == 1
         assert value(fam, "etcd_cluster_version", cluster_version="3.5") == 1
         assert value(fam, "etcd_server_quota_backend_bytes") == 2 * 1024**3
+        assert value(fam, "etcd_server_is_learner") == 0
+        assert value(fam, "etcd_debugging_mvcc_watcher_total") == 0  # etcdctl's watches are gone
+        assert value(fam, "os_fd_limit") >= value(fam, "os_fd_used") > 3
         assert value(fam, "etcd_mvcc_db_total_size_in_bytes") >= value(fam, "etcd_mvcc_db_total_size_in_use_in_bytes") > 0
     # Ranges: two Range calls, endpoint status' none, the txn's get (etcd also counts internal reads).
     assert value(ours, "etcd_mvcc_range_total") >= 3

@@ -620,6 +620,15 @@ class Member:
         m.keys.set_function(self._live_keys)
         m.current_revision.set_function(lambda: self.store.current_revision)
         m.compact_revision.set_function(lambda: max(self.store.compact_revision, 0))
+        m.is_learner.set_function(self._is_learner)
+        watch = self.watch_hub.core
+        m.watchers.set_function(lambda: sum(watch.watcher_counts()))
+        m.slow_watchers.set_function(lambda: sum(watch.watcher_counts()[1:]))
+        m.watch_streams.set_function(lambda: len(watch.streams))
+
+    def _is_learner(self) -> bool:
+        me = self.membership.members.get(self.id)
+        return me is not None and me.is_learner
 
     def _live_keys(self) -> int:
         """etcd_debugging_mvcc_keys_total: keys not deleted. One pass over the index, so counted again only
@@ -677,6 +686,7 @@ class Member:
             now = trio.current_time()
             for b in self._reads_in_flight.values():
                 if now - b.sent_at >= READ_INDEX_RETRY_S:
+                    self.metrics.slow_read_indexes.inc()
                     b.sent_at = now
                     node.read_index(b.ctx)
 

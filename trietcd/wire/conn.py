@@ -550,7 +550,10 @@ class _Connection:
             self._finish_error(call, Status.UNKNOWN, str(exc))
 
     def _call_cancelled(self, call: Call) -> None:
-        if call._done or self.conn.closed:
+        if call._done:
+            return
+        if self.conn.closed:
+            _count_handled(call, Status.CANCELLED)  # the client is gone: counted as cancelled
             return
         if trio.current_time() >= call.deadline:
             self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")

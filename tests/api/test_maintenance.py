@@ -137,6 +137,17 @@ async def test_a_client_gone_mid_snapshot_releases_the_read_view(tmp_path, clock
     assert await run_member(make_member(tmp_path / "d"), body) == {}
 
 
+async def test_hash_is_the_backends_at_the_revision_it_reports(tmp_path, clock):
+    async def body(m):
+        for i in range(50):
+            await put(m, b"k%02d" % i, b"v")
+        resp = await MaintenanceService(m).Hash(rpc_pb2.HashRequest(), UnaryCall())
+        return resp, m.backend.hash(), m.store.current_revision
+
+    resp, want, revision = await run_member(make_member(tmp_path / "d"), body)
+    assert (resp.hash, resp.header.revision) == (want, revision)
+
+
 # ---- Defragment
 
 async def test_defragment_shrinks_the_db_and_keeps_every_row(tmp_path, clock):

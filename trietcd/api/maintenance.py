@@ -73,8 +73,8 @@ class MaintenanceService:
         # The whole backend (less the consistent index and term), after a commit.
         await self._check_admin(call)
         s = self._server
-        value = await s.backend_hash()
-        return rpc_pb2.HashResponse(header=s.header(), hash=value)
+        value, revision = await s.backend_hash()
+        return rpc_pb2.HashResponse(header=s.header(revision), hash=value)
 
     async def HashKV(self, request: rpc_pb2.HashKVRequest, call) -> rpc_pb2.HashKVResponse:
         await self._check_admin(call)

@@ -460,10 +460,17 @@ class Member:
     def db_size_in_use_bytes(self) -> int:
         return self.backend.size_in_use_bytes()
 
-    async def backend_hash(self) -> int:
-        """Maintenance.Hash: the backend's hash, after committing what is pending."""
+    async def backend_hash(self) -> tuple[int, int]:
+        """Maintenance.Hash: the backend's hash after committing what is pending, and the revision it holds.
+        Hashed from a read view in a worker thread: the member serves meanwhile."""
         async with self._backend_lock:
-            return self.backend.hash()
+            await self.backend.commit_async()
+            snap = self.backend.snapshot()
+            revision = self.store.current_revision
+        try:
+            return await trio.to_thread.run_sync(snap.hash), revision
+        finally:
+            snap.close()
 
     # --- maintenance ------------------------------------------------------
 

@@ -4,6 +4,8 @@ is expected of both."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from proto.authpb import auth_pb2
@@ -64,9 +66,20 @@ def scenario(c: Client) -> list[str]:
     observe = c.channel.unary_stream(el + "Observe", request_serializer=lambda m: m.SerializeToString(),
                                      response_deserializer=epb.LeaderResponse.FromString)
     out.append(repr(list(observe(epb.LeaderRequest(name=b"E"), timeout=TIMEOUT_S, metadata=user))))
+    # A waiter whose deadline passes: its cleanup runs as nobody and is refused, so its key stays.
+    root = [("token", token("root", "pw"))]
+    try:
+        c.method(lock, lpb.LockResponse)(lpb.LockRequest(name=b"L"), timeout=0.5, metadata=root)
+    except grpc.RpcError as exc:
+        # etcd: the client's deadline or the handler's context error, whichever comes first.
+        out.append("deadline" if exc.details() in ("Deadline Exceeded", "context deadline exceeded") else
+                   repr((exc.code().name, exc.details())))
+    time.sleep(0.3)  # etcd answers the deadline before its cleanup would be applied
+    held = c.method("/etcdserverpb.KV/Range", rpc_pb2.RangeResponse)(
+        rpc_pb2.RangeRequest(key=b"L/", range_end=b"L0", count_only=True), timeout=TIMEOUT_S, metadata=root)
+    out.append(f"{held.count} keys under L/")
     # Leases granted for sessions: every call with a usable token (or none) got one before its key work
     # failed; the bad token got none.
-    root = [("token", token("root", "pw"))]
     leases = c.method("/etcdserverpb.Lease/LeaseLeases", rpc_pb2.LeaseLeasesResponse)(
         rpc_pb2.LeaseLeasesRequest(), timeout=TIMEOUT_S, metadata=root)
     out.append(f"{len(leases.leases)} leases")
@@ -86,7 +99,9 @@ TRANSCRIPT = ["AuthUserAddResponse header {   revision: 1 }", "AuthUserGrantRole
               "('UNKNOWN', 'etcdserver: permission denied')",
               "('UNKNOWN', 'etcdserver: permission denied')",
               "[]",
-              "4 leases"]
+              "deadline",
+              "2 keys under L/",
+              "5 leases"]
 
 
 @pytest.mark.parametrize("impl", [impl_param("etcd"), impl_param("trietcd")])

@@ -6,7 +6,8 @@ Rules, as etcd's:
 - A candidate of election `name` is the key `name/<lease in hex>` holding its value; the leader is the
   key under `name/` with the lowest create revision. Campaign writes the key (a key already there
   with another value gets the new value, if it is still the same key) and waits, as Lock does, until
-  every candidate created before it is gone. A Campaign call that ends while waiting resigns.
+  every candidate created before it is gone. A Campaign call that ends while waiting resigns (as
+  nobody, like Lock's cleanup: under auth the resignation is refused, as etcd's is).
 - Proclaim and Resign act on the key of the given LeaderKey only while its create revision is still
   the given `rev`: Proclaim then puts the new value (else "election: not leader"), Resign deletes it
   (else nothing, and no error). Both need the `leader` field. Their lease, 0 included, is a session
@@ -71,7 +72,7 @@ class ElectionService:
         try:
             await keys.wait_deletes(prefix, leader_rev - 1, call)
         except trio.Cancelled:
-            await keys.delete_shielded(key, call, if_created=leader_rev)
+            await keys.delete_shielded(key, if_created=leader_rev)
             raise
         leader = epb.LeaderKey(name=request.name, key=key, rev=leader_rev, lease=lease_id)
         return epb.CampaignResponse(header=resp.header, leader=leader)

@@ -11,7 +11,9 @@ Rules, as etcd's:
   under the prefix created before its own is deleted, one at a time, newest first, each by watching
   it for its deletion. Then its key must still exist ("mutex: session is expired" otherwise).
 - A waiter whose call ends (the client went away, its deadline passed) or whose wait failed deletes
-  its key, shielded from the cancellation; a failure of that delete is not reported.
+  its key, shielded from the cancellation; a failure of that delete is not reported. etcd deletes it
+  with its in-process client's own context, which carries no credentials: under auth that delete is
+  refused and the key stays until its lease ends. So does this one (it deletes as nobody).
 - The key work goes through the KV service's handlers with the caller's `call` (so it is checked as
   the caller's own requests would be), and answers the header the KV service filled.
 - Errors of that key work reach the client as etcd's in-process client returns them: an etcd error
@@ -116,16 +118,16 @@ class Keys:
         """The key under `prefix` created first (clientv3 WithFirstCreate)."""
         return await self.range(first_created_request(prefix), call)
 
-    async def delete_shielded(self, key: bytes, call, *, if_created: int | None = None) -> None:
-        """Deletes `key` even while the call is being cancelled (etcd cleans up with the client's own
-        context, not the request's); only if its create revision is `if_created` when given. Errors
-        are dropped, as etcd drops them."""
+    async def delete_shielded(self, key: bytes, *, if_created: int | None = None) -> None:
+        """Deletes `key` even while the call is being cancelled, as nobody (etcd cleans up with its
+        in-process client's own context, not the request's); only if its create revision is
+        `if_created` when given. Errors are dropped, as etcd drops them."""
         with trio.CancelScope(shield=True):
             try:
                 if if_created is None:
-                    await self.delete(key, call)
+                    await self.delete(key, None)
                 else:
-                    await self.txn(delete_if_created(key, if_created), call)
+                    await self.txn(delete_if_created(key, if_created), None)
             except GrpcError:
                 pass
 
@@ -225,7 +227,7 @@ class LockService:
             mine = await keys.range(rpc_pb2.RangeRequest(key=my_key), call)
         except BaseException:
             # trio.Cancelled included: the call ended while waiting.
-            await keys.delete_shielded(my_key, call)
+            await keys.delete_shielded(my_key)
             raise
         if not mine.kvs:
             raise unknown("mutex: session is expired")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -144,5 +146,34 @@ def test_a_member_killed_during_a_defrag_restarts_with_every_acknowledged_write(
         assert [p.name for p in snap_dir.iterdir() if ".tmp." in p.name] == []
         client.put(b"after", b"1")
         client.close()
+    finally:
+        server.stop()
+
+
+def test_etcd_serves_a_data_dir_trietcdutl_defragmented(tmp_path):
+    from tests.e2e.servers import ETCD_CMD
+
+    (tmp_path / "etcd").mkdir()
+    server = start(tmp_path / "etcd", ETCD_CMD)
+    try:
+        for i in range(300):
+            assert server.etcdctl("put", f"k{i % 30}", "v" * 2000 + str(i)).returncode == 0
+        assert server.etcdctl("compaction", "300").returncode == 0
+        want = server.etcdctl("get", "", "--prefix", "-w", "json").stdout
+        hashkv = server.etcdctl("endpoint", "hashkv", "-w", "json").stdout
+    finally:
+        server.stop()
+    db = server.data_dir / "member" / "snap" / "db"
+    before = db.stat().st_size
+    r = subprocess.run([sys.executable, "-m", "trietcd.tools.etcdutl", "defrag", "--data-dir", str(server.data_dir)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert db.stat().st_size < before
+    server = start(tmp_path / "etcd", ETCD_CMD, data_dir=server.data_dir)
+    try:
+        got = server.etcdctl("get", "", "--prefix", "-w", "json").stdout
+        assert json.loads(got)["kvs"] == json.loads(want)["kvs"]
+        got_hash = json.loads(server.etcdctl("endpoint", "hashkv", "-w", "json").stdout)[0]["HashKV"]
+        assert got_hash["hash"] == json.loads(hashkv)[0]["HashKV"]["hash"]
     finally:
         server.stop()

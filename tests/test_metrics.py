@@ -181,3 +181,29 @@ def test_grpc_families_from_call_counters():
     assert ('grpc_server_handled_total{grpc_code="DeadlineExceeded",grpc_method="Lock",'
             'grpc_service="etcdserverpb.Lock",grpc_type="unary"} 1') in handled
     assert "etcd_network_client_grpc_received_bytes_total 18\n" in text
+
+
+def test_grpc_handling_seconds_when_timed():
+    from trietcd.metrics import register_grpc_metrics
+    from trietcd.wire.conn import GrpcStats, _observe_handling
+
+    stats = GrpcStats()
+    stats.register("/etcdserverpb.KV/Put", False, False)
+    stats.register("/etcdserverpb.KV/Range", False, False)
+    stats.time_handling([0.1, 1])
+    put = stats.methods["/etcdserverpb.KV/Put"]
+    for seconds in (0.05, 0.1, 0.5, 3):
+        _observe_handling(put, stats.handling_buckets, seconds)
+    reg = Registry()
+    register_grpc_metrics(reg, stats)
+    text = reg.render().decode()
+    labels = 'grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"'
+    assert (f'grpc_server_handling_seconds_bucket{{{labels},le="0.1"}} 2\n'
+            f'grpc_server_handling_seconds_bucket{{{labels},le="1"}} 3\n'
+            f'grpc_server_handling_seconds_bucket{{{labels},le="+Inf"}} 4\n'
+            f'grpc_server_handling_seconds_sum{{{labels}}} 3.65\n'
+            f'grpc_server_handling_seconds_count{{{labels}}} 4\n') in text
+    assert 'grpc_server_handling_seconds_count{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 0' in text
+    untimed = Registry()
+    register_grpc_metrics(untimed, GrpcStats())
+    assert untimed.get("grpc_server_handling_seconds") is None

@@ -209,15 +209,18 @@ async def open_member(config):
 def _export_grpc_metrics(metrics, member) -> None:
     """go-grpc-prometheus' families as etcd exports them: every method of the etcd services and of gRPC
     health at zero from the start (Lock and Election appear once called, as in etcd, which registers them
-    after the metrics); Range calls count as the mvcc ranges they serve."""
+    after the metrics); with --metrics extensive, their handling times too. Range calls count as the mvcc
+    ranges they serve."""
     from proto.etcdserverpb import rpc_pb2
     from trietcd.api.health import HEALTH_SERVICE
-    from trietcd.metrics import register_grpc_metrics
+    from trietcd.metrics import DEFAULT_BUCKETS, register_grpc_metrics
     from trietcd.wire.conn import grpc_stats
 
     for service in (*rpc_pb2.DESCRIPTOR.services_by_name.values(), HEALTH_SERVICE):
         for m in service.methods:
             grpc_stats.register(f"/{service.full_name}/{m.name}", m.client_streaming, m.server_streaming)
+    if member.config.metrics == "extensive":
+        grpc_stats.time_handling(DEFAULT_BUCKETS)  # grpc_server_handling_seconds, as etcd adds it then
     register_grpc_metrics(metrics, grpc_stats)
     ranges = grpc_stats.methods["/etcdserverpb.KV/Range"]
     member.metrics.ranges_served = lambda: ranges.handled[0]

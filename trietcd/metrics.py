@@ -236,12 +236,15 @@ def exponential_buckets(start: float, factor: float, count: int) -> tuple[float,
 
 
 class Collector(_Family):
-    """A family whose samples `collect()` yields at scrape time as (label values, value)."""
+    """A family whose samples `collect()` yields at scrape time as (label values, value); for a histogram
+    the value is (count per bucket, not cumulative, the last for +Inf; sum; count)."""
 
     def __init__(self, name: str, help: str, kind: str, labelnames: Sequence[str],
-                 collect: Callable[[], Iterable[tuple[Sequence[str], float]]]):
-        assert kind in ("counter", "gauge"), kind
+                 collect: Callable[[], Iterable[tuple[Sequence[str], float]]], buckets: Sequence[float] = ()):
+        assert kind in ("counter", "gauge", "histogram"), kind
+        assert (kind == "histogram") == bool(buckets)
         self.kind = kind
+        self.buckets = tuple(buckets)
         self._collect = collect
         self.name = name
         self.help = help
@@ -249,8 +252,20 @@ class Collector(_Family):
         self._children = {}
 
     def render_samples(self) -> Iterable[str]:
-        for values, value in sorted((tuple(v), x) for v, x in self._collect()):
-            yield f"{self.name}{_labels_text(self.labelnames, values)} {format_float(value)}"
+        rows = sorted(((tuple(v), x) for v, x in self._collect()), key=lambda row: row[0])
+        if self.kind != "histogram":
+            for values, value in rows:
+                yield f"{self.name}{_labels_text(self.labelnames, values)} {format_float(value)}"
+            return
+        for values, (counts, total, count) in rows:
+            cumulative = 0
+            for bound, n in zip(self.buckets, counts):
+                cumulative += n
+                yield f"{self.name}_bucket{_labels_text(self.labelnames, values, ('le', format_float(bound)))} {cumulative}"
+            yield f"{self.name}_bucket{_labels_text(self.labelnames, values, ('le', '+Inf'))} {count}"
+            plain = _labels_text(self.labelnames, values)
+            yield f"{self.name}_sum{plain} {format_float(total)}"
+            yield f"{self.name}_count{plain} {count}"
 
 
 class Registry:
@@ -275,8 +290,9 @@ class Registry:
         return self.register(Histogram(name, help, labelnames, buckets))
 
     def collector(self, name: str, help: str, kind: str, labelnames: Sequence[str],
-                  collect: Callable[[], Iterable[tuple[Sequence[str], float]]]) -> Collector:
-        return self.register(Collector(name, help, kind, labelnames, collect))
+                  collect: Callable[[], Iterable[tuple[Sequence[str], float]]],
+                  buckets: Sequence[float] = ()) -> Collector:
+        return self.register(Collector(name, help, kind, labelnames, collect, buckets))
 
     def get(self, name: str) -> _Family | None:
         return self._families.get(name)
@@ -488,6 +504,18 @@ def register_grpc_metrics(registry: Registry, stats) -> None:
                        "counter", labels, per_method("msg_received"))
     registry.collector("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.",
                        "counter", labels, per_method("msg_sent"))
+    if stats.handling_buckets:
+        empty = [0] * (len(stats.handling_buckets) + 1)
+
+        def handling():
+            for m in list(stats.methods.values()):
+                if m.preregistered or m.handling:
+                    yield (m.method, m.service, m.grpc_type), (m.handling or empty, m.handling_sum_s,
+                                                               sum(m.handling))
+
+        registry.collector("grpc_server_handling_seconds", "Histogram of response latency (seconds) of gRPC that "
+                           "had been application-level handled by the server.", "histogram", labels, handling,
+                           stats.handling_buckets)
     registry.counter("etcd_network_client_grpc_received_bytes_total",
                      "The total number of bytes received from grpc clients.").set_function(lambda: stats.received_bytes)
     registry.counter("etcd_network_client_grpc_sent_bytes_total",

@@ -161,3 +161,21 @@ def test_values_follow_the_workload(scraped):
 def test_metrics_listener_serves_the_same_families(scraped):
     ours, _, metrics_port = scraped
     assert set(metrics_port) == set(ours)
+
+
+def test_extensive_adds_grpc_handling_seconds_as_etcd(trietcd, etcd):
+    ours, theirs = trietcd("--metrics", "extensive"), etcd("--metrics", "extensive")
+    for server in (ours, theirs):
+        assert server.etcdctl("put", "a", "1").returncode == 0
+    ours, theirs = scrape(ours.client_url), scrape(theirs.client_url)
+    name = "grpc_server_handling_seconds"
+    assert shape(ours, name) == shape(theirs, name)
+    put = dict(grpc_method="Put", grpc_service="etcdserverpb.KV", grpc_type="unary")
+    for fam in (ours, theirs):
+        assert value(fam, name + "_count", **put) == 1
+        assert value(fam, name + "_count", grpc_method="Range", grpc_service="etcdserverpb.KV",
+                     grpc_type="unary") == 0
+    assert ({l["le"] for _, l, _ in ours[name]["samples"] if "le" in l}
+            == {l["le"] for _, l, _ in theirs[name]["samples"] if "le" in l})
+    methods = lambda fam: {(l["grpc_service"], l["grpc_method"]) for _, l, _ in fam[name]["samples"]}
+    assert methods(ours) == methods(theirs)

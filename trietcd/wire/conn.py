@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import time
 
 import outcome
 import trio
@@ -39,7 +40,7 @@ class MethodStats:
     connections and read when metrics are scraped: plain ints, no formatting on the call path."""
 
     __slots__ = ("service", "method", "grpc_type", "preregistered", "started", "msg_received", "msg_sent",
-                 "handled")
+                 "handled", "handling", "handling_sum_s")
 
     def __init__(self, path: str, client_streaming: bool, server_streaming: bool, preregistered: bool):
         self.service, _, self.method = path[1:].rpartition("/")
@@ -50,6 +51,8 @@ class MethodStats:
         self.msg_received = 0
         self.msg_sent = 0
         self.handled = [0] * 17  # by status code
+        self.handling: list[int] = []  # calls per handling-time bucket (not cumulative), when timed
+        self.handling_sum_s = 0.0
 
 
 class GrpcStats:
@@ -60,6 +63,12 @@ class GrpcStats:
         self.methods: dict[str, MethodStats] = {}
         self.received_bytes = 0
         self.sent_bytes = 0
+        # Upper bounds of the handling-time histogram; () leaves calls untimed (etcd's --metrics basic).
+        self.handling_buckets: tuple[float, ...] = ()
+
+    def time_handling(self, buckets) -> None:
+        """Times every call from its start to its status (etcd's --metrics extensive)."""
+        self.handling_buckets = tuple(buckets)
 
     def register(self, path: str, client_streaming: bool, server_streaming: bool) -> None:
         """Exports a method before its first call (at zero)."""
@@ -103,6 +112,7 @@ class Call:
         "_done",
         "_trailing",
         "_stats",
+        "_started_s",
     )
 
     def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str):
@@ -128,6 +138,7 @@ class Call:
         self._done = False  # our END_STREAM (or a reset) is queued
         self._trailing = None
         self._stats: MethodStats | None = None  # set while the call is counted as started, not yet handled
+        self._started_s = 0.0  # when it started, if calls are timed
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -526,6 +537,8 @@ class _Connection:
             return
         stats = call._stats = grpc_stats.of(call._method)
         stats.started += 1
+        if grpc_stats.handling_buckets:
+            call._started_s = time.perf_counter()
         if request_raw is not None:
             stats.msg_received += 1
             grpc_stats.received_bytes += len(request_raw)
@@ -614,6 +627,19 @@ def _count_handled(call: Call, code: Status) -> None:
     if stats is not None:
         call._stats = None
         stats.handled[code] += 1
+        buckets = grpc_stats.handling_buckets
+        if buckets:
+            _observe_handling(stats, buckets, time.perf_counter() - call._started_s)
+
+
+def _observe_handling(stats: MethodStats, buckets: tuple[float, ...], seconds: float) -> None:
+    if not stats.handling:
+        stats.handling = [0] * (len(buckets) + 1)  # the last one is +Inf
+    i = 0
+    while i < len(buckets) and seconds > buckets[i]:
+        i += 1
+    stats.handling[i] += 1
+    stats.handling_sum_s += seconds
 
 
 async def serve_h2(

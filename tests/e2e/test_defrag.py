@@ -1,6 +1,7 @@
-"""Defragment on a trietcd process while clients write: every write acknowledged before, during and after the
-defrag is served afterwards and after a restart, and the db shrinks. (etcd 3.5.1 blocks writes for the whole
-defrag; trietcd copies while it serves.)"""
+"""Defrag end to end: Defragment on a trietcd process while clients write (every write acknowledged before,
+during and after it is served afterwards and after a restart, and the db shrinks; etcd 3.5.1 blocks writes for
+the whole defrag, trietcd copies while it serves), a member SIGKILLed in the middle of one, and etcd 3.5.1 on a
+data dir `trietcdutl defrag` rewrote."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 
 import pytest
 
-from tests.e2e.servers import TRIETCD_CMD, start
+from tests.e2e.servers import ETCD_CMD, TRIETCD_CMD, start
 
 grpc = pytest.importorskip("grpc")
 
@@ -151,8 +152,6 @@ def test_a_member_killed_during_a_defrag_restarts_with_every_acknowledged_write(
 
 
 def test_etcd_serves_a_data_dir_trietcdutl_defragmented(tmp_path):
-    from tests.e2e.servers import ETCD_CMD
-
     (tmp_path / "etcd").mkdir()
     server = start(tmp_path / "etcd", ETCD_CMD)
     try:

@@ -195,3 +195,25 @@ async def test_a_waiter_whose_key_went_meanwhile_reports_an_expired_session(tmp_
         assert outcome == [(Status.UNKNOWN, "mutex: session is expired")]
 
     await with_api(tmp_path, body)
+
+
+async def test_a_cleanup_outlives_the_cancellation_for_one_request_timeout_at_most(autojump_clock):
+    from trietcd.api.lock import Keys
+
+    class Server:
+        leases = watch_hub = None
+        request_timeout_s = 7.0
+
+    class StuckKV:
+        deletes = 0
+
+        async def DeleteRange(self, request, call):
+            StuckKV.deletes += 1
+            await trio.sleep_forever()  # a member that stopped answering proposals
+
+    keys = Keys(Server(), StuckKV())
+    with trio.CancelScope() as scope:
+        scope.cancel()  # the call is already being cancelled
+        start = trio.current_time()
+        await keys.delete_shielded(b"L/1")
+    assert (StuckKV.deletes, trio.current_time() - start) == (1, 7.0)

@@ -80,6 +80,9 @@ class Keys:
         self._lease = LeaseService(server)
         self._hub = server.watch_hub
         self._kv = kv
+        # A cleanup outlives its call's cancellation for at most this long: a proposal that the
+        # member, stopping meanwhile, never answers must not hold the call's task forever.
+        self._cleanup_timeout_s = server.request_timeout_s
 
     # ---- sessions
 
@@ -122,7 +125,7 @@ class Keys:
         """Deletes `key` even while the call is being cancelled, as nobody (etcd cleans up with its
         in-process client's own context, not the request's); only if its create revision is
         `if_created` when given. Errors are dropped, as etcd drops them."""
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._cleanup_timeout_s):
             try:
                 if if_created is None:
                     await self.delete(key, None)

@@ -172,6 +172,12 @@ def test_restore_refusals(tmp_path):
                             "--skip-hash-check")
     assert rc == 0, err
 
+    zeros = tmp_path / "zeros"
+    zeros.write_bytes(bytes(8192))
+    rc, _, err = trietcdutl("snapshot", "restore", str(zeros), "--data-dir", str(tmp_path / "d6"), "--skip-hash-check")
+    assert (rc, err.splitlines()[-1]) == (
+        1, f"Error: failed to open database {tmp_path}/d6/member/snap/db: page 0: invalid meta magic")
+
     bad = tmp_path / "bad"
     data = bytearray(SNAPSHOT.read_bytes())
     data[-1] ^= 1

@@ -131,7 +131,11 @@ def restore(cfg: RestoreConfig, log) -> None:
     db_path = os.path.join(snap_dir, "db")
     copy_and_verify(cfg.snapshot_path, db_path, cfg.skip_hash_check)
     members = sorted(cluster.members.values(), key=lambda m: m.id)
-    with Backend.open(db_path) as backend:
+    try:
+        backend = Backend.open(db_path)
+    except StorageError as exc:  # etcd panics here ("failed to open database")
+        raise RestoreError(f"failed to open database {db_path}: {exc}") from None
+    with backend:
         log.info("membership/store.go:141", "Trimming membership information from the backend...", {})
         for bucket in (MEMBERS, MEMBERS_REMOVED):
             for k, _ in list(backend.items(bucket)):

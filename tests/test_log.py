@@ -63,3 +63,16 @@ def test_every_output_gets_every_line_and_named_loggers_share_them():
 ])
 def test_durations_as_go_prints_them(ns, text):
     assert go_duration(ns) == text
+
+
+def test_set_output_none_is_stderr_and_single_output_round_trips():
+    import sys
+
+    log = Logger()
+    assert log.outputs == (sys.stderr,) and log._out is None
+    out = io.StringIO()
+    saved = log._out
+    log.set_output(out)
+    assert log.outputs == (out,)
+    log.set_output(saved)
+    assert log.outputs == (sys.stderr,)

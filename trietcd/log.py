@@ -63,8 +63,18 @@ class Logger:
         self._threshold = LEVELS[level]
         self.level = level
 
-    def set_output(self, out: TextIO) -> None:
-        self._outs = (out,)
+    def set_output(self, out: TextIO | None) -> None:
+        """One output (None: stderr)."""
+        self._outs = (out,) if out is not None else ()
+
+    @property
+    def _out(self) -> TextIO | None:
+        # The single output, as tests save it before set_output and restore it after.
+        return self._outs[0] if self._outs else None
+
+    @property
+    def outputs(self) -> tuple[TextIO, ...]:
+        return self._outs or (sys.stderr,)
 
     def set_outputs(self, outs) -> None:
         """Every line goes to each of `outs` (etcd's --log-outputs with several entries)."""

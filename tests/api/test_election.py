@@ -21,6 +21,7 @@ def clock(mock_clock):
 
 class StreamCall(Call):
     def __init__(self) -> None:
+        super().__init__()
         self.sent = []
         self.changed = trio.Event()
 

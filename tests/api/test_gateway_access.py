@@ -27,7 +27,7 @@ def make_app(**kwargs):
     async def gateway(request):
         return Response(200, (("Content-Type", "application/json"),), b"{}")
 
-    return http_app(gateway=gateway, health=health, version=lambda: {}, metrics=Registry(), **kwargs)
+    return http_app(gateway=gateway, health=health, version=dict, metrics=Registry(), **kwargs)
 
 
 def get(path, host, *extra, method="GET"):

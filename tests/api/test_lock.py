@@ -18,8 +18,10 @@ def clock(mock_clock):
 
 
 class Call:
-    metadata: dict = {}
     tls_common_name = None
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, str] = {}
 
 
 class Api:

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.servers import ETCD_CMD, TRIETCD_CMD, start
-from tests.e2e.test_gateway_lock_election import exchange, members, wait_serving  # noqa: F401
+from tests.e2e.servers import ETCD_CMD, TRIETCD_CMD
+from tests.e2e.test_gateway_lock_election import exchange, started_members, wait_serving
+
+
+@pytest.fixture
+def members(tmp_path):
+    yield from started_members(tmp_path)
+
 
 FLAGS = ("--host-whitelist", "good.com,127.0.0.1", "--cors", "http://a.com:80,https://b.org:443")
 

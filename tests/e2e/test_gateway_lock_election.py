@@ -97,6 +97,11 @@ def transcript(endpoint: str) -> list[str]:
 
 @pytest.fixture
 def members(tmp_path):
+    yield from started_members(tmp_path)
+
+
+def started_members(tmp_path):
+    """The body of a `members` fixture: a function starting a named server with flags; all killed after."""
     started = []
 
     def _start(name, command, *flags):

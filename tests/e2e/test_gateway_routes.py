@@ -6,9 +6,17 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from proto.gateway_routes import HTTP_VERBS, ROUTES
 from tests.e2e.servers import ETCD_CMD, TRIETCD_CMD
-from tests.e2e.test_gateway_lock_election import exchange, members, wait_serving  # noqa: F401
+from tests.e2e.test_gateway_lock_election import exchange, started_members, wait_serving
+
+
+@pytest.fixture
+def members(tmp_path):
+    yield from started_members(tmp_path)
+
 
 BODIES = {
     "/v3/kv/range": '{"key":"YQ=="}',

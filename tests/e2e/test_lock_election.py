@@ -8,11 +8,10 @@ import time
 
 import pytest
 
+from proto.v3electionpb import v3election_pb2 as epb
+from proto.v3lockpb import v3lock_pb2 as lpb
 from tests.e2e import workload
 from tests.e2e.workload import grpc, impl_param, kill_leftover_servers, rpc_pb2  # noqa: F401
-
-from proto.v3electionpb import v3election_pb2 as epb  # noqa: E402
-from proto.v3lockpb import v3lock_pb2 as lpb  # noqa: E402
 
 TIMEOUT_S = 10
 IMPLS = [impl_param("etcd"), impl_param("trietcd")]
@@ -178,16 +177,16 @@ ELECTION_TRANSCRIPT = [
     "ProclaimResponse header {   revision: 3 }",
     "('UNKNOWN', 'election: not leader')",
     "ResignResponse header {   revision: 3 }",
-    'LeaderResponse header {   revision: 4 } kv {   key: "E/12c"   create_revision: 2   mod_revision: 3'
-    '   version: 2   value: "b"   lease: 300 }',
+    ('LeaderResponse header {   revision: 4 } kv {   key: "E/12c"   create_revision: 2   mod_revision: 3'
+     '   version: 2   value: "b"   lease: 300 }'),
     "ResignResponse header {   revision: 5 }",
     'CampaignResponse header {   revision: 4 } leader {   name: "E"   key: "E/12d"   rev: 4   lease: 301 }',
-    'LeaderResponse header {   revision: 2 } kv {   key: "E/12c"   create_revision: 2   mod_revision: 2'
-    '   version: 1   value: "a"   lease: 300 }',
-    'LeaderResponse header {   revision: 3 } kv {   key: "E/12c"   create_revision: 2   mod_revision: 3'
-    '   version: 2   value: "b"   lease: 300 }',
-    'LeaderResponse header {   revision: 5 } kv {   key: "E/12d"   create_revision: 4   mod_revision: 4'
-    '   version: 1   value: "c"   lease: 301 }',
+    ('LeaderResponse header {   revision: 2 } kv {   key: "E/12c"   create_revision: 2   mod_revision: 2'
+     '   version: 1   value: "a"   lease: 300 }'),
+    ('LeaderResponse header {   revision: 3 } kv {   key: "E/12c"   create_revision: 2   mod_revision: 3'
+     '   version: 2   value: "b"   lease: 300 }'),
+    ('LeaderResponse header {   revision: 5 } kv {   key: "E/12d"   create_revision: 4   mod_revision: 4'
+     '   version: 1   value: "c"   lease: 301 }'),
     "CANCELLED",
 ]
 

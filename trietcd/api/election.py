@@ -27,7 +27,14 @@ import trio
 from proto.etcdserverpb import rpc_pb2
 from proto.mvccpb import kv_pb2
 from proto.v3electionpb import v3election_pb2 as epb
-from trietcd.api.lock import Keys, created_is, delete_if_created, lease_key, prefix_end, unknown
+from trietcd.api.lock import (
+    Keys,
+    created_is,
+    delete_if_created,
+    lease_key,
+    prefix_end,
+    unknown,
+)
 from trietcd.wire.grpc_call import GrpcError
 
 __all__ = ["ElectionService"]

@@ -34,7 +34,17 @@ from trietcd.api.lease import LeaseService
 from trietcd.mvcc.watch import AUTO_WATCH_ID
 from trietcd.wire.grpc_call import GrpcError, Status
 
-__all__ = ["Keys", "LockService", "SESSION_TTL_S", "prefix_end", "client_error"]
+__all__ = [
+    "SESSION_TTL_S",
+    "Keys",
+    "LockService",
+    "client_error",
+    "created_is",
+    "delete_if_created",
+    "lease_key",
+    "prefix_end",
+    "unknown",
+]
 
 SESSION_TTL_S = 60  # concurrency's defaultSessionTTL
 

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -38,6 +39,7 @@ S = 1_000_000_000
     ("periodic", "12h", 12 * HOUR_NS), ("periodic", "1s", S), ("periodic", "1.5m", 90 * S),
     ("periodic", "1h30m", 5400 * S), ("periodic", "10\u00b5s", 10_000),
     ("revision", "1s", S),  # etcd keeps the nanoseconds as a revision count
+    ("", "5", 0), ("", "1h", HOUR_NS),
 ])
 def test_retention_parses_as_etcd(mode, text, value):
     assert parse_retention(mode, text) == value
@@ -71,6 +73,10 @@ def test_policy_off_at_zero_and_refuses_negative():
         new_policy("periodic", "-5m", 0.0)
     with pytest.raises(RetentionError):
         new_policy("periodic", "5ns", 0.0)
+    # A config file without auto-compaction-mode: a bare number means off, a duration is refused.
+    assert new_policy("", "5", 0.0) is None
+    with pytest.raises(RetentionError, match="^unsupported compaction mode $"):
+        new_policy("", "1h", 0.0)
 
 
 # ---- periodic ---------------------------------------------------------------------------------------
@@ -178,7 +184,7 @@ class _Store:
 class _Member:
     def __init__(self, mode: str, retention: str, out=None):
         self.config = parse(["--auto-compaction-mode", mode, "--auto-compaction-retention", retention], {})
-        self._auto_compaction_mode = mode
+        self._auto_compaction = (mode, retention)
         self.log = Logger(out=out or io.StringIO())
         self.store = _Store()
         self.id = 1
@@ -311,6 +317,17 @@ async def test_real_member_runs_the_task(tmp_path):
         assert m.store.compact_revision == -1
 
     await run_member(member, body)
+
+
+def test_empty_retention_is_off(tmp_path):
+    # What a config file without the two keys gives: etcd reads the retention as "0".
+    config = attrs.evolve(parse(["--data-dir", str(tmp_path / "d")], {}),
+                          auto_compaction_retention="", auto_compaction_mode="")
+    member = Member(config, log=Logger(out=io.StringIO()))
+    try:
+        assert member._auto_compaction == ("", "0")
+    finally:
+        member.disk.close()
 
 
 def test_bad_retention_refuses_to_start(tmp_path):

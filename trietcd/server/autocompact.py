@@ -3,7 +3,8 @@ readings and revisions, sleeps what it says, and proposes the compactions it ret
 
 Rules (etcd `server/etcdserver/api/v3compactor/{periodic,revision}.go`):
 - --auto-compaction-retention "0" disables it. A bare integer is hours in periodic mode and a revision count in
-  revision mode; anything else is a Go duration (in revision mode its nanoseconds count as revisions, as etcd).
+  revision mode (and 0 in any other mode, so off); anything else is a Go duration (in revision mode its
+  nanoseconds count as revisions, as etcd). A mode other than those two with a retention on is refused.
 - revision mode: every 5 minutes, compact to current revision - retention, unless that is <= 0 or the revision
   last compacted to (so nothing is proposed while no key changed).
 - periodic mode with period P: the loop samples the current revision, then waits a retry interval,
@@ -84,7 +85,7 @@ def parse_retention(mode: str, text: str) -> int:
         if n > _INT64_MAX:
             # Go's Atoi fails on it and the text goes on to ParseDuration, which wants a unit.
             raise RetentionError(f'error parsing CompactionRetention: time: invalid duration "{text}"')
-        return n * HOUR_NS if mode == "periodic" else n
+        return {"periodic": n * HOUR_NS, "revision": n}.get(mode, 0)
     try:
         return parse_go_duration_ns(text)
     except ValueError as exc:
@@ -177,6 +178,8 @@ def new_policy(mode: str, retention_text: str, now_s: float) -> Periodic | Revis
     retention = parse_retention(mode, retention_text)
     if retention == 0:
         return None
+    if mode not in ("periodic", "revision"):
+        raise RetentionError(f"unsupported compaction mode {mode}")
     if retention < 0:
         # etcd would panic on a negative ticker (periodic) or fail every compaction with a future revision
         # (revision); refusing the flag at start is kinder.

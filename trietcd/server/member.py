@@ -151,9 +151,10 @@ class Member:
     def __init__(self, config, *, log: Logger | None = None) -> None:
         self.config = config
         self.log = log or default_logger
-        self._auto_compaction_mode = config.auto_compaction_mode or "periodic"
+        # (mode, retention); an empty retention (a config file without it) is "0", as etcd reads it.
+        self._auto_compaction = (config.auto_compaction_mode, config.auto_compaction_retention or "0")
         try:
-            autocompact.parse_retention(self._auto_compaction_mode, config.auto_compaction_retention)
+            autocompact.new_policy(*self._auto_compaction, 0.0)
         except autocompact.RetentionError as exc:
             raise BootstrapError(str(exc)) from None
         boot = None
@@ -889,8 +890,7 @@ class Member:
     async def _auto_compactor(self) -> None:
         """--auto-compaction-*: server/autocompact.py decides, and only while this member leads; the compaction
         goes through raft as a client's Compact would."""
-        policy = autocompact.new_policy(self._auto_compaction_mode, self.config.auto_compaction_retention,
-                                        trio.current_time())
+        policy = autocompact.new_policy(*self._auto_compaction, trio.current_time())
         if policy is None:
             return
         kind = policy.kind

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -267,3 +268,17 @@ def test_defrag_waits_for_the_member_holding_the_db(tmp_path):
     holder.close()
     t.join(10)
     assert result == [0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_status_of_a_damaged_snapshot_is_a_status_or_an_error(tmp_path, seed):
+    rng = random.Random(seed)
+    image = SNAPSHOT.read_bytes()[:-32]
+    for i in range(40):
+        damaged = bytearray(image)
+        for _ in range(rng.randint(1, 20)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        path = tmp_path / f"{i}.db"
+        path.write_bytes(bytes(damaged))
+        rc, out, err = trietcdutl("snapshot", "status", str(path))
+        assert (rc == 0 and out and not err) or (rc == 1 and not out and err.startswith("Error: ")), (seed, i, err)

@@ -76,3 +76,34 @@ def test_set_output_none_is_stderr_and_single_output_round_trips():
     assert log.outputs == (out,)
     log.set_output(saved)
     assert log.outputs == (sys.stderr,)
+
+
+async def test_member_logs_compaction_time_and_slow_fdatasync_as_etcd(tmp_path):
+    from proto.etcdserverpb import rpc_pb2
+    from tests.server.members import run_member
+    from trietcd.config import parse
+    from trietcd.server import Member
+
+    out = io.StringIO()
+    member = Member(parse(["--data-dir", str(tmp_path / "d")], {}), log=Logger(out=out))
+    wal = member.disk.wal
+    save = wal.save
+
+    def slow_save(*args):
+        save(*args)
+        wal.last_sync_s = 1.5 + 0.0  # as if that fdatasync took 1.5 s
+
+    async def body(m):
+        await m.propose("put", rpc_pb2.PutRequest(key=b"k", value=b"v"))
+        wal.save = slow_save
+        await m.propose("put", rpc_pb2.PutRequest(key=b"k", value=b"w"))
+        wal.save = save
+        await m.propose("compaction", rpc_pb2.CompactionRequest(revision=2, physical=True))
+
+    await run_member(member, body)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    slow = [r for r in records if r["msg"] == "slow fdatasync"]
+    assert [(r["level"], r["took"], r["expected-duration"]) for r in slow][:1] == [("warn", "1.5s", "1s")]
+    done = [r for r in records if r["msg"] == "finished scheduled compaction"]
+    assert [r["compact-revision"] for r in done] == [2]
+    assert re.fullmatch(r"[0-9.]+(ns|µs|ms|s)", done[0]["took"])

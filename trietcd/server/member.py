@@ -90,6 +90,7 @@ WAIT_SWEEP_S = 0.1
 LEARNER_READY_FRACTION = 0.9  # etcd's readyPercent
 WAL_INLINE_SYNC_MAX_S = 0.002
 COMPACTION_PAUSE_S = 0.01
+WAL_SLOW_SYNC_S = 1.0  # an fdatasync slower than this is logged (etcd's warnSyncDuration)
 DEFRAG_CATCH_UP_ROUNDS = 3  # replays of the writes made during a defrag's copy before the last, blocking one
 DEFRAG_CATCH_UP_OPS_MIN = 1000  # with fewer writes waiting than this, the last replay takes them
 CLUSTER_VERSION = "3.5.0"
@@ -748,6 +749,10 @@ class Member:
             await trio.to_thread.run_sync(wal.save, hs, entries)
         if wal.last_sync_s is not synced_before:  # rebound by each fdatasync
             self.metrics.wal_fsync.observe(wal.last_sync_s)
+            if wal.last_sync_s > WAL_SLOW_SYNC_S:
+                self.log.warn("slow fdatasync", caller="wal/wal.go:802",
+                              took=go_duration(round(wal.last_sync_s * 1e9)),
+                              **{"expected-duration": go_duration(round(WAL_SLOW_SYNC_S * 1e9))})
         self._wal_sync_s += (wal.last_sync_s - self._wal_sync_s) / 8
 
     def _on_soft_state(self, ss) -> None:
@@ -874,6 +879,7 @@ class Member:
     async def _compactor(self) -> None:
         limit = self.config.experimental_compaction_batch_limit or 1000
         async for compaction, done in self._compactions_recv:
+            started = time.perf_counter()
             async with self._backend_lock:
                 await self.backend.commit_async()  # scheduledCompactRev is durable before any row goes
             while True:
@@ -884,7 +890,8 @@ class Member:
                     break
                 await trio.sleep(COMPACTION_PAUSE_S)
             self.log.info("finished scheduled compaction", caller="mvcc/kvstore_compaction.go",
-                          **{"compact-revision": compaction.revision})
+                          **{"compact-revision": compaction.revision,
+                             "took": go_duration(round((time.perf_counter() - started) * 1e9))})
             done.set()
 
     async def _auto_compactor(self) -> None:

@@ -261,7 +261,8 @@ class Collector(_Family):
             cumulative = 0
             for bound, n in zip(self.buckets, counts):
                 cumulative += n
-                yield f"{self.name}_bucket{_labels_text(self.labelnames, values, ('le', format_float(bound)))} {cumulative}"
+                labels = _labels_text(self.labelnames, values, ("le", format_float(bound)))
+                yield f"{self.name}_bucket{labels} {cumulative}"
             yield f"{self.name}_bucket{_labels_text(self.labelnames, values, ('le', '+Inf'))} {count}"
             plain = _labels_text(self.labelnames, values)
             yield f"{self.name}_sum{plain} {format_float(total)}"
@@ -399,61 +400,72 @@ class ServerMetrics:
 
     def __init__(self, registry: Registry):
         r = registry
-        self.has_leader = r.gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")
-        self.is_leader = r.gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")
-        self.leader_changes = r.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.")
-        self.proposals_committed = r.gauge("etcd_server_proposals_committed_total",
-                                           "The total number of consensus proposals committed.")
-        self.proposals_applied = r.gauge("etcd_server_proposals_applied_total",
-                                         "The total number of consensus proposals applied.")
-        self.proposals_pending = r.gauge("etcd_server_proposals_pending",
-                                         "The current number of pending proposals to commit.")
-        self.proposals_failed = r.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.")
-        self.read_indexes_failed = r.counter("etcd_server_read_indexes_failed_total",
-                                             "The total number of failed read indexes seen.")
-        self.slow_read_indexes = r.counter(
+        gauge, counter = r.gauge, r.counter
+        self.has_leader = gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")
+        self.is_leader = gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")
+        self.is_learner = gauge("etcd_server_is_learner",
+                                "Whether or not this member is a learner. 1 if is, 0 otherwise.")
+        self.leader_changes = counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.")
+        self.proposals_committed = gauge("etcd_server_proposals_committed_total",
+                                         "The total number of consensus proposals committed.")
+        self.proposals_applied = gauge("etcd_server_proposals_applied_total",
+                                       "The total number of consensus proposals applied.")
+        self.proposals_pending = gauge("etcd_server_proposals_pending",
+                                       "The current number of pending proposals to commit.")
+        self.proposals_failed = counter("etcd_server_proposals_failed_total",
+                                        "The total number of failed proposals seen.")
+        self.read_indexes_failed = counter("etcd_server_read_indexes_failed_total",
+                                           "The total number of failed read indexes seen.")
+        self.slow_read_indexes = counter(
             "etcd_server_slow_read_indexes_total",
             "The total number of pending read indexes not in sync with leader's or timed out read index requests.")
-        self.is_learner = r.gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.")
         # A member here has no peers to send heartbeats to, nor snapshots to receive: these stay at zero.
-        r.counter("etcd_server_heartbeat_send_failures_total",
-                  "The total number of leader heartbeat send failures (likely overloaded from slow disk).")
-        r.gauge("etcd_server_snapshot_apply_in_progress_total", "1 if the server is applying the incoming snapshot. 0 if none.")
-        self.watchers = r.gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.")
-        self.watch_streams = r.gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.")
-        self.slow_watchers = r.gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.")
-        r.gauge("os_fd_used", "The number of used file descriptors.").set_function(lambda: len(os.listdir("/proc/self/fd")))
-        r.gauge("os_fd_limit", "The file descriptor limit.").set_function(lambda: _limit("Max open files"))
-        self.quota_backend_bytes = r.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
-        self.server_id = r.gauge("etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-                                 ["server_id"])
-        self.server_version = r.gauge("etcd_server_version",
-                                      "Which version is running. 1 for 'server_version' label with current version.",
-                                      ["server_version"])
+        counter("etcd_server_heartbeat_send_failures_total",
+                "The total number of leader heartbeat send failures (likely overloaded from slow disk).")
+        gauge("etcd_server_snapshot_apply_in_progress_total",
+              "1 if the server is applying the incoming snapshot. 0 if none.")
+        self.quota_backend_bytes = gauge("etcd_server_quota_backend_bytes",
+                                         "Current backend storage quota size in bytes.")
+        self.server_id = gauge("etcd_server_id",
+                               "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+                               ["server_id"])
+        self.server_version = gauge("etcd_server_version",
+                                    "Which version is running. 1 for 'server_version' label with current version.",
+                                    ["server_version"])
         self.cluster_version_function: Callable[[], str] = lambda: ""
         r.collector("etcd_cluster_version",
                     "Which version is running. 1 for 'cluster_version' label with current cluster version",
                     "gauge", ["cluster_version"], self._cluster_version)
-        self.db_total_size = r.gauge("etcd_mvcc_db_total_size_in_bytes",
-                                     "Total size of the underlying database physically allocated in bytes.")
-        self.db_total_size_in_use = r.gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
-                                            "Total size of the underlying database logically in use in bytes.")
-        self.keys = r.gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.")
-        self.current_revision = r.gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.")
-        self.compact_revision = r.gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.")
-        self.put = r.counter("etcd_mvcc_put_total", "Total number of puts seen by this member.")
+        gauge("os_fd_used", "The number of used file descriptors.") \
+            .set_function(lambda: len(os.listdir("/proc/self/fd")))
+        gauge("os_fd_limit", "The file descriptor limit.").set_function(lambda: _limit("Max open files"))
+
+        self.db_total_size = gauge("etcd_mvcc_db_total_size_in_bytes",
+                                   "Total size of the underlying database physically allocated in bytes.")
+        self.db_total_size_in_use = gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
+                                          "Total size of the underlying database logically in use in bytes.")
+        self.keys = gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.")
+        self.current_revision = gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.")
+        self.compact_revision = gauge("etcd_debugging_mvcc_compact_revision",
+                                      "The revision of the last compaction in store.")
+        self.watchers = gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.")
+        self.watch_streams = gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.")
+        self.slow_watchers = gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.")
+        self.put = counter("etcd_mvcc_put_total", "Total number of puts seen by this member.")
         # Ranges run by applied txns (counted by the member) plus those served outside raft (a function of
         # the gRPC counters, set where both are known).
         self.ranges_applied = 0
         self.ranges_served: Callable[[], float] = lambda: 0
-        self.range = r.counter("etcd_mvcc_range_total", "Total number of ranges seen by this member.")
+        self.range = counter("etcd_mvcc_range_total", "Total number of ranges seen by this member.")
         self.range.set_function(lambda: self.ranges_applied + self.ranges_served())
-        self.delete = r.counter("etcd_mvcc_delete_total", "Total number of deletes seen by this member.")
-        self.txn = r.counter("etcd_mvcc_txn_total", "Total number of txns seen by this member.")
+        self.delete = counter("etcd_mvcc_delete_total", "Total number of deletes seen by this member.")
+        self.txn = counter("etcd_mvcc_txn_total", "Total number of txns seen by this member.")
+
         self.wal_fsync = r.histogram("etcd_disk_wal_fsync_duration_seconds",
                                      "The latency distributions of fsync called by WAL.", buckets=DISK_BUCKETS)
         self.backend_commit = r.histogram("etcd_disk_backend_commit_duration_seconds",
-                                          "The latency distributions of commit called by backend.", buckets=DISK_BUCKETS)
+                                          "The latency distributions of commit called by backend.",
+                                          buckets=DISK_BUCKETS)
 
     def _cluster_version(self):
         version = self.cluster_version_function()

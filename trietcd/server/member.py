@@ -977,10 +977,18 @@ def _count_txn(metrics, response) -> None:
     ops = [0, 0, 0]  # ranges, puts, deletes
     _count_ops(response, ops)
     metrics.ranges_applied += ops[0]
-    metrics.put.inc(ops[1])
-    metrics.delete.inc(ops[2])
+    metrics.puts += ops[1]
+    metrics.deletes += ops[2]
     if sum(ops) > 1:
-        metrics.txn.inc()
+        metrics.txns += 1
+
+
+def _count_put(metrics, _) -> None:
+    metrics.puts += 1
+
+
+def _count_delete(metrics, _) -> None:
+    metrics.deletes += 1
 
 
 def _count_ops(response, ops: list[int]) -> None:
@@ -997,8 +1005,8 @@ def _count_ops(response, ops: list[int]) -> None:
 
 
 _MVCC_COUNTS = {
-    rpc_pb2.PutResponse: lambda metrics, _: metrics.put.inc(),
-    rpc_pb2.DeleteRangeResponse: lambda metrics, _: metrics.delete.inc(),
+    rpc_pb2.PutResponse: _count_put,
+    rpc_pb2.DeleteRangeResponse: _count_delete,
     rpc_pb2.TxnResponse: _count_txn,
 }
 

@@ -49,7 +49,7 @@ def test_every_output_gets_every_line_and_named_loggers_share_them():
     a, b = io.StringIO(), io.StringIO()
     log = Logger()
     log.set_outputs([a, b])
-    log.warn("one")
+    log.warn("one")  # noqa: G010 (etcd's logger, not the logging module)
     log.named("raft").info("two")
     assert a.getvalue() == b.getvalue()
     records = [json.loads(line) for line in a.getvalue().splitlines()]

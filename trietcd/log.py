@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
-__all__ = ["Logger", "LEVELS", "logger", "bridge_stdlib_logging", "go_duration"]
+__all__ = ["LEVELS", "Logger", "bridge_stdlib_logging", "go_duration", "logger"]
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "dpanic": 4, "panic": 5, "fatal": 6}
 
@@ -52,7 +52,7 @@ class Logger:
         self._outs: tuple[TextIO, ...] = (out,) if out is not None else ()  # () means stderr
         self._name = name
 
-    def named(self, name: str) -> "Logger":
+    def named(self, name: str) -> Logger:
         child = Logger(level=self.level, name=name)
         child._outs = self._outs
         return child
@@ -83,7 +83,7 @@ class Logger:
     def log(self, level: str, msg: str, caller: str = "", **fields: Any) -> None:
         if LEVELS[level] < self._threshold:
             return
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         record: dict[str, Any] = {
             "level": level,
             "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
@@ -120,7 +120,7 @@ class _StdlibBridge:
     """Routes records of the standard `logging` module (used by the transport)
     into etcd-shaped JSON lines."""
 
-    _LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "error"}
+    _LEVELS: ClassVar = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "error"}
 
     def __init__(self, target: Logger) -> None:
         import logging

@@ -21,20 +21,20 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 __all__ = [
-    "Registry",
+    "CONTENT_TYPE",
+    "DEFAULT_BUCKETS",
+    "GRPC_CODES",
+    "Collector",
     "Counter",
     "Gauge",
     "Histogram",
-    "DEFAULT_BUCKETS",
-    "CONTENT_TYPE",
-    "format_float",
+    "Registry",
+    "ServerMetrics",
     "default_registry",
     "exponential_buckets",
-    "Collector",
-    "ServerMetrics",
-    "server_metrics",
+    "format_float",
     "register_grpc_metrics",
-    "GRPC_CODES",
+    "server_metrics",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

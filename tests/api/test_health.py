@@ -6,7 +6,6 @@ from trietcd.api.health import HEALTH_SERVICE, NOT_SERVING, SERVING, HealthServi
 from trietcd.wire import GrpcError, Registry, Status
 
 
-
 def _request(service: str = ""):
     registry = Registry()
     registry.add_service(HEALTH_SERVICE, HealthService().handlers())
@@ -41,12 +40,12 @@ async def test_watch_streams_changes():
 
 # ---- /livez and /readyz (etcd 3.5.9+) ---------------------------------------------------------------
 
-from proto.etcdserverpb import rpc_pb2  # noqa: E402
-from trietcd.api.health import Probes  # noqa: E402
-from trietcd.api.http import http_app, metrics_app  # noqa: E402
-from trietcd.metrics import Registry as MetricsRegistry  # noqa: E402
-from trietcd.server.errors import RequestTimeoutError  # noqa: E402
-from trietcd.wire.http1 import Request  # noqa: E402
+from proto.etcdserverpb import rpc_pb2
+from trietcd.api.health import Probes
+from trietcd.api.http import http_app, metrics_app
+from trietcd.metrics import Registry as MetricsRegistry
+from trietcd.server.errors import RequestTimeoutError
+from trietcd.wire.http1 import Request
 
 
 class FakeAlarms:
@@ -133,8 +132,8 @@ async def test_readyz_fails_on_corrupt_alarm_and_without_leader(autojump_clock):
     start = trio.current_time()
     status, _, body = await _get(client, "/readyz")
     assert trio.current_time() - start == pytest.approx(member.request_timeout_s)
-    assert (status, body) == (503, b"[+]data_corruption ok\n[+]serializable_read ok\n"
-                                   b"[-]linearizable_read failed: etcdserver: request timed out\n\n")
+    assert (status, body) == (503, (b"[+]data_corruption ok\n[+]serializable_read ok\n"
+                                    b"[-]linearizable_read failed: etcdserver: request timed out\n\n"))
     assert (await _get(client, "/readyz?exclude=linearizable_read"))[0] == 200
 
 

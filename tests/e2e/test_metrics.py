@@ -122,13 +122,13 @@ def test_grpc_methods_exported_as_etcd_exports_them(scraped):
     ours, theirs, _ = scraped
     assert grpc_methods(ours) == grpc_methods(theirs)
     for fam in (ours, theirs):
-        put = dict(grpc_method="Put", grpc_service="etcdserverpb.KV", grpc_type="unary")
+        put = {"grpc_method": "Put", "grpc_service": "etcdserverpb.KV", "grpc_type": "unary"}
         assert value(fam, "grpc_server_started_total", **put) == 2
         assert value(fam, "grpc_server_handled_total", grpc_code="OK", **put) == 2
         assert value(fam, "grpc_server_handled_total", grpc_code="NotFound", **put) == 0
         assert value(fam, "grpc_server_msg_received_total", **put) == 2
         assert value(fam, "grpc_server_msg_sent_total", **put) == 2
-        rng = dict(grpc_method="Range", grpc_service="etcdserverpb.KV", grpc_type="unary")
+        rng = {"grpc_method": "Range", "grpc_service": "etcdserverpb.KV", "grpc_type": "unary"}
         # Two gets, and endpoint health's get of "health".
         assert value(fam, "grpc_server_handled_total", grpc_code="OK", **rng) == 3
     assert value(ours, "etcd_network_client_grpc_received_bytes_total") > 0
@@ -170,7 +170,7 @@ def test_extensive_adds_grpc_handling_seconds_as_etcd(trietcd, etcd):
     ours, theirs = scrape(ours.client_url), scrape(theirs.client_url)
     name = "grpc_server_handling_seconds"
     assert shape(ours, name) == shape(theirs, name)
-    put = dict(grpc_method="Put", grpc_service="etcdserverpb.KV", grpc_type="unary")
+    put = {"grpc_method": "Put", "grpc_service": "etcdserverpb.KV", "grpc_type": "unary"}
     for fam in (ours, theirs):
         assert value(fam, name + "_count", **put) == 1
         assert value(fam, name + "_count", grpc_method="Range", grpc_service="etcdserverpb.KV",

@@ -11,21 +11,21 @@ import pytest
 import trio
 
 from proto.etcdserverpb import rpc_pb2
+from tests.server.members import run_member
 from trietcd.config import parse
 from trietcd.log import Logger
+from trietcd.mvcc.errors import CompactedError
 from trietcd.server import Member
 from trietcd.server.autocompact import (
     HOUR_NS,
     Periodic,
-    Revision,
     RetentionError,
+    Revision,
     new_policy,
     parse_go_duration_ns,
     parse_retention,
 )
-from trietcd.mvcc.errors import CompactedError
 from trietcd.server.errors import BootstrapError, RequestTimeoutError
-from tests.server.members import run_member
 
 S = 1_000_000_000
 

@@ -28,7 +28,7 @@ from trietcd.server.errors import ServerError
 from trietcd.wire import GrpcError, Status
 from trietcd.wire.http1 import Request, Response
 
-__all__ = ["HealthService", "HEALTH_SERVICE", "SERVING", "NOT_SERVING", "Probes"]
+__all__ = ["HEALTH_SERVICE", "NOT_SERVING", "SERVING", "HealthService", "Probes"]
 
 UNKNOWN, SERVING, NOT_SERVING = 0, 1, 2
 
@@ -164,7 +164,7 @@ class Probes:
         await trio.lowlevel.checkpoint()
         try:
             self._member.store.range(b"", limit=1)
-        except Exception as exc:  # a read that fails for any reason is what the probe reports
+        except Exception as exc:  # noqa: BLE001 (a read failing for any reason is what the probe reports)
             return str(exc) or type(exc).__name__
         return None
 

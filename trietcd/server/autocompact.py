@@ -22,13 +22,13 @@ import re
 from fractions import Fraction
 
 __all__ = [
-    "Periodic",
-    "Revision",
-    "RetentionError",
-    "new_policy",
-    "parse_retention",
-    "parse_go_duration_ns",
     "REVISION_INTERVAL_S",
+    "Periodic",
+    "RetentionError",
+    "Revision",
+    "new_policy",
+    "parse_go_duration_ns",
+    "parse_retention",
 ]
 
 HOUR_NS = 3_600_000_000_000

@@ -531,6 +531,9 @@ def register_grpc_metrics(registry: Registry, stats) -> None:
         registry.collector("grpc_server_handling_seconds", "Histogram of response latency (seconds) of gRPC that "
                            "had been application-level handled by the server.", "histogram", labels, handling,
                            stats.handling_buckets)
+    registry.collector("etcd_server_client_requests_total", "The total number of client requests per client version.",
+                       "counter", ["client_api_version", "type"],
+                       lambda: [((version, kind), n) for (kind, version), n in list(stats.client_requests.items())])
     registry.counter("etcd_network_client_grpc_received_bytes_total",
                      "The total number of bytes received from grpc clients.").set_function(lambda: stats.received_bytes)
     registry.counter("etcd_network_client_grpc_sent_bytes_total",

@@ -24,6 +24,7 @@ FAMILIES = [
     "etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_current_revision", "etcd_debugging_mvcc_compact_revision",
     "etcd_mvcc_put_total", "etcd_mvcc_range_total", "etcd_mvcc_delete_total", "etcd_mvcc_txn_total",
     "etcd_network_client_grpc_received_bytes_total", "etcd_network_client_grpc_sent_bytes_total",
+    "etcd_server_client_requests_total",
     "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_msg_received_total",
     "grpc_server_msg_sent_total",
     "process_cpu_seconds_total", "process_max_fds", "process_open_fds", "process_resident_memory_bytes",
@@ -132,6 +133,9 @@ def test_grpc_methods_exported_as_etcd_exports_them(scraped):
         # Two gets, and endpoint health's get of "health".
         assert value(fam, "grpc_server_handled_total", grpc_code="OK", **rng) == 3
     assert value(ours, "etcd_network_client_grpc_received_bytes_total") > 0
+    # etcdctl 3.5.1 sends client-api-version 3.5 with every call.
+    assert ({tuple(sorted(l.items())): v for _, l, v in ours["etcd_server_client_requests_total"]["samples"]}
+            == {tuple(sorted(l.items())): v for _, l, v in theirs["etcd_server_client_requests_total"]["samples"]})
 
 
 def test_values_follow_the_workload(scraped):

@@ -63,6 +63,8 @@ class GrpcStats:
         self.methods: dict[str, MethodStats] = {}
         self.received_bytes = 0
         self.sent_bytes = 0
+        # Calls by ("unary" or "stream", the client-api-version metadata or "unknown"), as etcd counts them.
+        self.client_requests: dict[tuple[str, str], int] = {}
         # Upper bounds of the handling-time histogram; () leaves calls untimed (etcd's --metrics basic).
         self.handling_buckets: tuple[float, ...] = ()
 
@@ -246,6 +248,8 @@ class _Connection:
         self._read_scope = trio.CancelScope()
         self._last_headers = None  # the request head of the last header list, reused
         self._last_head = None
+        self._version_headers = None  # the client-api-version of the last header list, reused
+        self._version = "unknown"
         self._timer_scope: trio.CancelScope | None = None
 
     # -------------------------------------------------------- lifecycle
@@ -537,6 +541,12 @@ class _Connection:
             return
         stats = call._stats = grpc_stats.of(call._method)
         stats.started += 1
+        headers = call._headers
+        if headers is not self._version_headers:
+            self._version_headers, self._version = headers, _client_api_version(headers)
+        key = ("unary" if stats.grpc_type == "unary" else "stream", self._version)
+        requests = grpc_stats.client_requests
+        requests[key] = requests.get(key, 0) + 1
         if grpc_stats.handling_buckets:
             call._started_s = time.perf_counter()
         if request_raw is not None:
@@ -620,6 +630,13 @@ class _Connection:
     def _answer_error(self, sid: int, code: Status, message: str) -> None:
         """Trailers-only answer for a request that never reaches a handler."""
         self.conn.send_headers(sid, g.trailers_only_block(code, message), end_stream=True)
+
+
+def _client_api_version(headers) -> str:
+    for name, value in headers:
+        if name == b"client-api-version":
+            return value.decode("utf-8", "replace")
+    return "unknown"
 
 
 def _count_handled(call: Call, code: Status) -> None:

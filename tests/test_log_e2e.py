@@ -36,3 +36,20 @@ def test_log_level_warn_keeps_only_warnings(tmp_path, command):
     server.stop()
     levels = {r["level"] for r in _records(server.log())}
     assert levels <= {"warn", "error"}
+
+
+def test_starting_line_has_etcds_fields(tmp_path):
+    flags = ("--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000", "--snapshot-count", "500")
+    lines = {}
+    for name, command in (("trietcd", TRIETCD_CMD), ("etcd", ETCD_CMD)):
+        (tmp_path / name).mkdir()
+        server = start(tmp_path / name, command, *flags)
+        server.stop()
+        lines[name] = next(r for r in _records(server.log()) if r["msg"] == "starting an etcd server")
+    ours, theirs = lines["trietcd"], lines["etcd"]
+    go_runtime = {"git-sha", "go-version", "go-os", "go-arch"}
+    assert list(ours) == [k for k in theirs if k not in go_runtime]
+    differ = {"ts", "data-dir", "member-dir", "initial-advertise-peer-urls", "listen-peer-urls",
+              "advertise-client-urls", "listen-client-urls", "initial-cluster"}
+    assert {k: v for k, v in ours.items() if k not in differ} == {
+        k: v for k, v in theirs.items() if k not in differ | go_runtime}

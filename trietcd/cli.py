@@ -137,6 +137,7 @@ async def open_member(config):
     from trietcd.wire import http1
     from trietcd.wire.listener import serve_url
 
+    initialized = os.path.isdir(config.wal_dir or os.path.join(config.data_dir, "member", "wal"))
     member = Member(config, log=logger)
     member.peer_hash_kv = functools.partial(fetch_hash_kv, ssl_context=_peer_client_tls(config))
     registry = build_registry(member)
@@ -182,19 +183,7 @@ async def open_member(config):
         )
         for url in config.listen_metrics_urls
     ]
-    logger.info(
-        "starting an etcd server",
-        caller="embed/etcd.go",
-        **{
-            "etcd-version": member.version,
-            "name": config.name,
-            "data-dir": config.data_dir,
-            "listen-client-urls": list(config.listen_client_urls),
-            "advertise-client-urls": list(config.advertise_client_urls),
-            "listen-peer-urls": list(config.listen_peer_urls),
-            "initial-cluster": config.initial_cluster,
-        },
-    )
+    logger.info("starting an etcd server", caller="embed/etcd.go:307", **_starting_fields(config, member, initialized))
     logger.info(
         "starting local member",
         caller="etcdserver/raft.go",
@@ -204,6 +193,53 @@ async def open_member(config):
         addresses = await nursery.start(member.run, listeners)
         yield member, addresses, functools.partial(member.stop, connections.shutdown, SHUTDOWN_GRACE_S)
         nursery.cancel_scope.cancel()
+
+
+def _starting_fields(config, member, initialized: bool) -> dict:
+    """The fields of etcd's "starting an etcd server" line, in its order (Go's runtime fields left out)."""
+    from trietcd.log import go_duration
+    from trietcd.server.autocompact import parse_retention
+
+    ms = 1_000_000
+    retention = go_duration(parse_retention(config.auto_compaction_mode, config.auto_compaction_retention or "0"))
+    cpus = os.cpu_count() or 1
+    return {
+        "etcd-version": member.version,
+        "max-cpu-set": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus,
+        "max-cpu-available": cpus,
+        "member-initialized": initialized,
+        "name": config.name,
+        "data-dir": config.data_dir,
+        "wal-dir": config.wal_dir,
+        "wal-dir-dedicated": config.wal_dir,
+        "member-dir": os.path.join(config.data_dir, "member"),
+        "force-new-cluster": config.force_new_cluster,
+        "heartbeat-interval": go_duration(config.heartbeat_interval * ms),
+        "election-timeout": go_duration(config.election_ticks() * config.heartbeat_interval * ms),
+        "initial-election-tick-advance": config.initial_election_tick_advance,
+        "snapshot-count": config.snapshot_count,
+        "snapshot-catchup-entries": 5000,
+        "initial-advertise-peer-urls": list(config.initial_advertise_peer_urls),
+        "listen-peer-urls": list(config.listen_peer_urls),
+        "advertise-client-urls": list(config.advertise_client_urls),
+        "listen-client-urls": list(config.listen_client_urls),
+        "listen-metrics-urls": list(config.listen_metrics_urls),
+        "cors": list(config.cors),
+        "host-whitelist": list(config.host_whitelist),
+        "initial-cluster": config.initial_cluster,
+        "initial-cluster-state": config.initial_cluster_state,
+        "initial-cluster-token": config.initial_cluster_token,
+        "quota-size-bytes": member.quota.max_bytes,
+        "pre-vote": config.pre_vote,
+        "initial-corrupt-check": config.experimental_initial_corrupt_check,
+        "corrupt-check-time-interval": go_duration(round(config.experimental_corrupt_check_time * 1e9)),
+        "auto-compaction-mode": config.auto_compaction_mode,
+        "auto-compaction-retention": retention,
+        "auto-compaction-interval": retention,
+        "discovery-url": config.discovery,
+        "discovery-proxy": config.discovery_proxy,
+        "downgrade-check-interval": go_duration(round(config.experimental_downgrade_check_time * 1e9)),
+    }
 
 
 def _export_grpc_metrics(metrics, member) -> None:

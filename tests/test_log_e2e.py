@@ -23,8 +23,8 @@ def test_log_outputs_stderr_and_a_file_get_the_same_lines(tmp_path, command):
     on_stderr = _records(server.log())
     assert [r["msg"] for r in in_file] == [r["msg"] for r in on_stderr]
     msgs = [r["msg"] for r in in_file]
-    for msg in ("starting an etcd server", "ready to serve client requests", "received signal; shutting down",
-                "closed etcd server"):
+    for msg in ("starting an etcd server", "now serving peer/client/metrics", "ready to serve client requests",
+                "received signal; shutting down", "closed etcd server"):
         assert msg in msgs
     for r in in_file:
         assert list(r)[:2] == ["level", "ts"] and "msg" in r

@@ -191,6 +191,14 @@ async def open_member(config):
     )
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(member.run, listeners)
+        logger.info("now serving peer/client/metrics", caller="embed/etcd.go:276", **{
+            "local-member-id": f"{member.id:x}",
+            "initial-advertise-peer-urls": list(config.initial_advertise_peer_urls),
+            "listen-peer-urls": list(config.listen_peer_urls),
+            "advertise-client-urls": list(config.advertise_client_urls),
+            "listen-client-urls": list(config.listen_client_urls),
+            "listen-metrics-urls": list(config.listen_metrics_urls),
+        })
         yield member, addresses, functools.partial(member.stop, connections.shutdown, SHUTDOWN_GRACE_S)
         nursery.cancel_scope.cancel()
 

@@ -88,6 +88,39 @@ def open_disk(config, *, bootstrap_members, local_id: int, cluster_id: int, log)
     return _restart(config, member_dir, wal_dir, snap_dir, snapshotter, db_path, fsync, log)
 
 
+def _force_standalone(wal, hard_state, entries, snapshot, self_id: int, log) -> list:
+    """etcd's restartAsStandaloneNode (--force-new-cluster on an existing data dir): the entries past the
+    commit index are dropped; ConfChanges adding this member (when it is not one) and removing every other
+    member the log and snapshot know are appended at the commit's term, saved to the WAL and counted as
+    committed. Applied as the member starts, they leave a cluster of one, with its data."""
+    for i, e in enumerate(entries):
+        if e.Index > hard_state.commit:
+            log.info("discarding uncommitted WAL entries", caller="etcdserver/raft.go",
+                     **{"entry-index": e.Index, "commit-index-from-wal": hard_state.commit,
+                        "number-of-discarded-entries": len(entries) - i})
+            entries = entries[:i]
+            break
+    ids = set(snapshot.metadata.conf_state.voters)
+    for e in entries:
+        if e.Type != raft_pb2.EntryConfChange:
+            continue
+        cc = raft_pb2.ConfChange.FromString(e.Data)
+        if cc.type in (raft_pb2.ConfChangeAddNode, raft_pb2.ConfChangeAddLearnerNode):
+            ids.add(cc.node_id)
+        elif cc.type == raft_pb2.ConfChangeRemoveNode:
+            ids.discard(cc.node_id)
+    changes = []
+    if self_id not in ids:  # always add self first: raft must never be left without voters
+        changes.append(raft_pb2.ConfChange(type=raft_pb2.ConfChangeAddNode, node_id=self_id,
+                                           context=schema.member_json(self_id, ["http://localhost:2380"])))
+    changes += [raft_pb2.ConfChange(type=raft_pb2.ConfChangeRemoveNode, node_id=i)
+                for i in sorted(ids) if i != self_id]
+    appended = [raft_pb2.Entry(Type=raft_pb2.EntryConfChange, Term=hard_state.term, Index=hard_state.commit + n,
+                               Data=gogo.marshal(cc)) for n, cc in enumerate(changes, start=1)]
+    wal.save(raft_pb2.HardState(), appended)
+    return entries + appended
+
+
 def _open_backend(config, path: str) -> Backend:
     return Backend.open(path, batch_limit=config.backend_batch_limit or 10_000, fsync=not config.unsafe_no_fsync,
                         lock_timeout_s=10.0)
@@ -149,13 +182,27 @@ def _restart(config, member_dir, wal_dir, snap_dir, snapshotter, db_path, fsync,
         backend.close()
         raise
     md = etcdserver_pb2.Metadata.FromString(result.metadata or b"")
+    hard_state, entries = result.hard_state, list(result.entries)
+    if config.force_new_cluster:
+        try:
+            entries = _force_standalone(wal, hard_state, entries, snapshot, md.NodeID, log)
+        except BaseException:
+            wal.close()
+            backend.close()
+            raise
+        if entries:
+            hard_state = raft_pb2.HardState(term=hard_state.term, vote=hard_state.vote, commit=entries[-1].Index)
+        log.info("forcing restart member", caller="etcdserver/raft.go",
+                 **{"cluster-id": f"{md.ClusterID:x}", "local-member-id": f"{md.NodeID:x}",
+                    "commit-index": hard_state.commit})
     storage = MemoryStorage()
     if index:
         storage.apply_snapshot(snapshot)
-    storage.set_hard_state(result.hard_state)
-    storage.append(result.entries)
-    log.info("restarting local member", caller="etcdserver/raft.go",
-             **{"cluster-id": f"{md.ClusterID:x}", "local-member-id": f"{md.NodeID:x}",
-                "commit-index": result.hard_state.commit})
+    storage.set_hard_state(hard_state)
+    storage.append(entries)
+    if not config.force_new_cluster:
+        log.info("restarting local member", caller="etcdserver/raft.go",
+                 **{"cluster-id": f"{md.ClusterID:x}", "local-member-id": f"{md.NodeID:x}",
+                    "commit-index": hard_state.commit})
     return Disk(member_dir, wal_dir, snap_dir, wal, snapshotter, storage, snapshot, backend, v2, md.NodeID,
                 md.ClusterID, new=False)

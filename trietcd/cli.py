@@ -153,14 +153,19 @@ async def open_member(config):
     metrics = default_registry()
     _export_grpc_metrics(metrics, member)
     probes = Probes(member, metrics)
-    client_app = http_app(
+    client_app_of = functools.partial(
+        http_app,
         gateway=gateway_app(registry, max_recv_message_bytes=limits.max_recv_message_bytes),
         health=member.health,
         version=member.version_info,
         metrics=metrics,
         cors=config.cors,
         probes=probes,
+        refuses_gateway_cn=lambda: config.client_transport_security.client_cert_auth and member.auth.store.enabled,
     )
+    # etcd checks --host-whitelist only on requests that did not come over TLS.
+    client_app = client_app_of(host_whitelist=config.host_whitelist)
+    client_tls_app = client_app_of()
     # Peer first: etcd sets up its peer listeners first, so their error is the one reported.
     peer_tls = _server_tls(config, peer=True)
     client_tls = _server_tls(config, peer=False)
@@ -169,7 +174,8 @@ async def open_member(config):
     http1_limits = http1.Limits(body_bytes_max=max(4 << 20, 2 * limits.max_recv_message_bytes))
     serve = functools.partial(serve_url, h2_limits=limits, http1_limits=http1_limits, connections=connections)
     listeners = [
-        functools.partial(serve, url, registry=registry, http_app=client_app, ssl_context=client_tls)
+        functools.partial(serve, url, registry=registry, ssl_context=client_tls,
+                          http_app=client_tls_app if url.startswith(("https", "unixs")) else client_app)
         for url in config.listen_client_urls
     ]
     listeners += [

@@ -36,7 +36,6 @@ def transcript(endpoint: str) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py does not yet hand --host-whitelist to http_app")
 def test_host_whitelist_and_cors_as_etcd(members):
     etcd = start_with(members, "etcd", ETCD_CMD)
     trietcd = start_with(members, "trietcd", TRIETCD_CMD)

@@ -346,6 +346,28 @@ async def test_downgrade_as_etcd_answers_a_single_member(tmp_path, clock, action
     assert await run_member(make_member(tmp_path / "d"), body) == outcome
 
 
+async def test_downgrade_enable_and_cancel_go_through_raft_and_etcds_row(tmp_path, clock):
+    async def body(m):
+        svc = MaintenanceService(m)
+        out = [(await svc.Downgrade(D(action=D.ENABLE, version="3.4"), UnaryCall())).version]
+        row = m.backend.get(b"cluster", b"downgrade")
+        for action, version in ((D.ENABLE, "3.4"), (D.VALIDATE, "3.4")):
+            try:
+                await svc.Downgrade(D(action=action, version=version), UnaryCall())
+            except GrpcError as exc:
+                out.append((exc.code, exc.message))
+        out.append((await svc.Downgrade(D(action=D.CANCEL), UnaryCall())).version)
+        return out, row, m.backend.get(b"cluster", b"downgrade")
+
+    out, enabled_row, cancelled_row = await run_member(make_member(tmp_path / "d"), body)
+    # etcd 3.5.1 applies the same entries but never answers ENABLE or CANCEL (its applier returns no result
+    # for them, so the caller times out); later releases answer the cluster version, as here.
+    in_progress = (Status.FAILED_PRECONDITION, "etcdserver: cluster has a downgrade job in progress")
+    assert out == ["3.5.0", in_progress, in_progress, "3.5.0"]
+    assert enabled_row == b'{"target-version":"3.4.0","enabled":true}'  # etcd's DowngradeInfo JSON
+    assert cancelled_row == b'{"target-version":"","enabled":false}'
+
+
 @pytest.mark.parametrize("text,want", [
     ("3.4", (3, 4)), ("3.4.1", (3, 4)), ("3.4.0-alpha.1+build.5", (3, 4)), ("+3.4.0", None), ("3.4.x", None),
     ("3", None), ("3.4.0.1", None), ("3.4.0-", (3, 4)), ("3.4.0-a..b", None), ("-1.2", None),

@@ -4,9 +4,8 @@ Snapshot streams the backend image as etcd 3.5.1 does: 32 KiB messages, each wit
 then one message holding the image's SHA-256 (what `etcdutl snapshot restore` checks). The image is read from
 a read view in a worker thread, so writes go on while a client downloads it.
 
-Downgrade VALIDATE answers as etcd 3.5.1; ENABLE (after the same validation) and CANCEL of a downgrade a data
-dir from etcd carries are refused with UNIMPLEMENTED: the member does not apply DowngradeInfoSet entries yet
-(trietcd/server/apply.py would write etcd's `cluster`/`downgrade` row, which `_downgrade_enabled` reads).
+Downgrade answers as etcd 3.5.1: VALIDATE; ENABLE (after the same validation) and CANCEL as DowngradeInfoSet
+entries through raft, which write etcd's `cluster`/`downgrade` row (read back by `_downgrade_enabled`).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import re
 import trio
 
 from proto.etcdserverpb import rpc_pb2
+from proto.membershippb import membership_pb2
 from trietcd.api import errors
 from trietcd.auth import AuthError
 from trietcd.backend import CLUSTER, DOWNGRADE, humanize_bytes
@@ -182,12 +182,14 @@ class MaintenanceService:
             resp = await self._downgrade_validate(request.version)
         elif action == rpc_pb2.DowngradeRequest.ENABLE:
             await self._downgrade_validate(request.version)
-            raise GrpcError(Status.UNIMPLEMENTED, "downgrade enable is not supported by this member")
+            major, minor = parse_downgrade_version(request.version)
+            resp = await self._set_downgrade(membership_pb2.DowngradeInfoSetRequest(
+                enabled=True, ver=f"{major}.{minor}.0"))
         elif action == rpc_pb2.DowngradeRequest.CANCEL:
             await self._linearizable()
             if not self._downgrade_enabled():
                 raise errors.ErrGRPCNoInflightDowngrade()
-            raise GrpcError(Status.UNIMPLEMENTED, "downgrade cancel is not supported by this member")
+            resp = await self._set_downgrade(membership_pb2.DowngradeInfoSetRequest(enabled=False))
         else:
             raise GrpcError(Status.UNKNOWN, ERR_UNKNOWN_METHOD)
         resp.header.CopyFrom(s.header())
@@ -209,6 +211,16 @@ class MaintenanceService:
         if self._downgrade_enabled():
             raise errors.ErrGRPCDowngradeInProcess()
         return resp
+
+    async def _set_downgrade(self, request) -> rpc_pb2.DowngradeResponse:
+        # Through raft; the answer names the cluster version (not the target). etcd 3.5.1 applies the same
+        # entry but never answers (its applier gives no result for it, so the caller times out); later
+        # releases answer as here.
+        try:
+            await self._server.propose("downgrade_info_set", request)
+        except ServerError as exc:
+            raise errors.to_grpc_error(exc) from None
+        return rpc_pb2.DowngradeResponse(version=self._server.cluster_version)
 
     async def _linearizable(self) -> None:
         try:

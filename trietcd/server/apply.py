@@ -19,11 +19,13 @@ import re
 
 import attrs
 
+import trietcd
 from proto import gogo
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
 from proto.raftpb import raft_pb2
 from trietcd.auth import AUTH_KINDS, AuthError, AuthInfo
 from trietcd.backend import schema
+from trietcd.gojson import go_string
 from trietcd.lease import LeaseError
 from trietcd.mvcc import MvccError
 from trietcd.server.errors import CorruptError, NoSpaceError
@@ -183,6 +185,8 @@ class EntryApplier:
             resp = self.auth.apply(kind, r, index=self._entry_index, now=self._auth_now())
             resp.header.revision = self.store.current_revision
             return resp
+        if kind == "downgrade_info_set":
+            return self._apply_downgrade(r)
         if kind in _NO_EFFECT:
             return None
         if kind not in self.unsupported_seen:
@@ -190,6 +194,16 @@ class EntryApplier:
             self.log.warn("applying an entry kind this member does not support yet; its effects are lost",
                           caller="etcdserver/apply.go", kind=kind)
         return UnsupportedEntryError(kind)
+
+    def _apply_downgrade(self, r) -> None:
+        # etcd 3.5's DowngradeInfoSet: the `downgrade` row of the cluster bucket, as Go marshals DowngradeInfo.
+        target = r.ver if r.enabled else ""
+        row = '{"target-version":%s,"enabled":%s}' % (go_string(target), "true" if r.enabled else "false")
+        self.backend.put(schema.CLUSTER, schema.DOWNGRADE, row.encode())
+        if r.enabled:
+            self.log.info("The server is ready to downgrade", caller="membership/cluster.go",
+                          **{"target-version": target, "server-version": trietcd.etcd_version})
+        return None
 
     def _apply_lease(self, kind: str, r):
         # Responses carry the revision after the entry (etcd's newHeader); a revoke deletes the lease's keys

@@ -73,6 +73,7 @@ CORES: tuple[str, ...] = (
     "trietcd/lease/*.py",
     # member: the pure parts (member.py and the loops are the shell)
     "trietcd/server/membership.py", "trietcd/server/alarms.py", "trietcd/server/errors.py",
+    "trietcd/server/autocompact.py",
     # transport (wire/conn.py, listener.py, tls.py are the shell)
     "trietcd/wire/h2_frames.py", "trietcd/wire/h2_conn.py", "trietcd/wire/grpc_call.py",
     "trietcd/wire/http1.py", "trietcd/wire/sniff.py",

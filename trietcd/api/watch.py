@@ -115,10 +115,11 @@ class WatchService:
             # anything else is ignored, as etcd does
 
     async def _permitted(self, call, c) -> bool:
-        # etcd checks the range as it will watch it: an empty key is "\x00" and a range end "\x00" (every key
-        # from key on) becomes none at all, so such a watch needs read permission on its first key only.
+        # The range as it will be watched (an empty key is "\x00"). etcd 3.5.1 turns a range end "\x00" (every
+        # key from key on) into none before its check, so such a watch needs read permission on its first key
+        # only and then sees every key after it; here it needs read permission on all of them, as a Range.
         key = c.key or b"\x00"
-        range_end = b"" if c.range_end == b"\x00" else c.range_end
+        range_end = c.range_end
         try:
             info = await self._auth.auth_info(call)
             self._auth.store.check_range(info, key, range_end)

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         sys.exit(exc.exit_code)
     logger.set_level(config.log_level)
-    logger.set_outputs([_log_output((name,)) for name in config.log_outputs or ("default",)])
+    logger.set_outputs([_log_output((name,), config) for name in config.log_outputs or ("default",)])
     bridge_stdlib_logging(logger)
     now = _now()
     for line in config.log:
@@ -78,7 +78,7 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     return exc
 
 
-def _log_output(outputs):
+def _log_output(outputs, config=None):
     # etcd's --log-outputs: "default" and "stderr" are stderr; a path is a file. systemd/journal: stderr too,
     # which journald collects from a unit (trietcd does not speak the journal's protocol).
     name = outputs[0] if outputs else "default"
@@ -86,6 +86,12 @@ def _log_output(outputs):
         return sys.stderr
     if name == "stdout":
         return sys.stdout
+    if config is not None and config.enable_log_rotation:
+        import json
+
+        from trietcd.log import RotatingFile
+
+        return RotatingFile(name, json.loads(config.log_rotation_config_json))
     return _open_log_file(name)
 
 

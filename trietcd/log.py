@@ -10,11 +10,15 @@ Each line goes to every output of --log-outputs, in order.
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
+import os
+import shutil
 import sys
+import time
 from typing import Any, ClassVar, TextIO
 
-__all__ = ["LEVELS", "Logger", "bridge_stdlib_logging", "go_duration", "logger"]
+__all__ = ["LEVELS", "Logger", "RotatingFile", "bridge_stdlib_logging", "go_duration", "logger"]
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "dpanic": 4, "panic": 5, "fatal": 6}
 
@@ -150,3 +154,87 @@ def bridge_stdlib_logging(target: Logger | None = None) -> None:
     root.handlers[:] = [_StdlibBridge(target).handler]
     root.setLevel(logging.DEBUG if target.level == "debug" else logging.INFO)
     root.propagate = False
+
+
+class RotatingFile:
+    """A log file rotated as etcd's --enable-log-rotation does it (lumberjack, configured by
+    --log-rotation-config-json): when a line would take the file past `maxsize` MB (default 100) it is
+    renamed to `<name>-<time>.<ext>` (time as 2006-01-02T15-04-05.000, UTC unless `localtime`), gzipped when
+    `compress`, and a new file is started; backups beyond `maxbackups` (0: all kept) or older than `maxage`
+    days (0: any age) are removed."""
+
+    def __init__(self, path: str, config: dict | None = None, *, now=time.time) -> None:
+        cfg = {k.lower(): v for k, v in (config or {}).items()}
+        self.path = path
+        self.max_bytes = (cfg.get("maxsize") or 100) * 1024 * 1024
+        self.max_age_s = (cfg.get("maxage") or 0) * 86400
+        self.max_backups = cfg.get("maxbackups") or 0
+        self.localtime = bool(cfg.get("localtime"))
+        self.compress = bool(cfg.get("compress"))
+        self._now = now
+        self._file = open(path, "a", buffering=1)
+        self._size = self._file.tell()
+
+    def write(self, text: str) -> int:
+        data_len = len(text.encode())
+        if self._size and self._size + data_len > self.max_bytes:
+            self._rotate()
+        self._size += data_len
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _backup_name(self) -> str:
+        now = self._now()
+        t = datetime.datetime.fromtimestamp(now) if self.localtime else datetime.datetime.fromtimestamp(now, datetime.UTC)
+        stamp = t.strftime("%Y-%m-%dT%H-%M-%S.") + f"{t.microsecond // 1000:03d}"
+        directory, name = os.path.split(self.path)
+        stem, ext = os.path.splitext(name)
+        return os.path.join(directory, f"{stem}-{stamp}{ext}")
+
+    def _rotate(self) -> None:
+        self._file.close()
+        backup = self._backup_name()
+        os.replace(self.path, backup)
+        if self.compress:
+            with open(backup, "rb") as src, gzip.open(backup + ".gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.remove(backup)
+        self._file = open(self.path, "a", buffering=1)
+        self._size = 0
+        self._remove_old_backups()
+
+    def _backups(self) -> list[tuple[float, str]]:
+        directory, name = os.path.split(self.path)
+        stem, ext = os.path.splitext(name)
+        out = []
+        for entry in os.listdir(directory or "."):
+            base = entry[:-3] if entry.endswith(".gz") else entry
+            if base.startswith(stem + "-") and base.endswith(ext) and entry != name:
+                stamp = base[len(stem) + 1:len(base) - len(ext)]
+                try:
+                    t = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H-%M-%S.%f")
+                except ValueError:
+                    continue
+                if not self.localtime:
+                    t = t.replace(tzinfo=datetime.UTC)
+                out.append((t.timestamp(), os.path.join(directory, entry)))
+        return sorted(out, reverse=True)
+
+    def _remove_old_backups(self) -> None:
+        backups = self._backups()
+        doomed = set()
+        if self.max_backups > 0:
+            doomed.update(path for _, path in backups[self.max_backups:])
+        if self.max_age_s > 0:
+            cutoff = self._now() - self.max_age_s
+            doomed.update(path for t, path in backups if t < cutoff)
+        for path in doomed:
+            try:
+                os.remove(path)
+            except OSError:
+                pass

@@ -330,13 +330,15 @@ class WatchStream:
             self.ctrl_count -= 1
         return resp
 
-    def push(self, resp: WatchResponse, *, force: bool = False) -> bool:
-        """Queue a watcher's response; False when the stream cannot take more (unless force)."""
+    def push(self, resp: WatchResponse, *, force: bool = False, size: int = -1) -> bool:
+        """Queue a watcher's response (`size`: its size_bytes() when the caller knows it); False when the
+        stream cannot take more (unless force)."""
         if self.closed:
             return True
         if not force and self.data_count >= self.capacity:
             return False  # checked first: victims retry often, and sizing a big response costs
-        size = resp.size_bytes()
+        if size < 0:
+            size = resp.size_bytes()
         if not force and self.data_count and self.pending_bytes + size > self.max_pending_bytes:
             return False
         self.queue.append((resp, size))
@@ -428,6 +430,9 @@ class WatchableStore:
         synced = self.synced
         if not len(synced):
             return
+        if len(changes) == 1:
+            self._notify_one(rev, changes[0])
+            return
         batches: dict[Watcher, list[Event]] = {}
         for change in changes:
             kv = change.kv
@@ -447,6 +452,30 @@ class WatchableStore:
                 batch.events, batch.revs = events, 1
                 victims[w] = batch
                 synced.delete(w)
+        self._add_victims(victims)
+
+    def _notify_one(self, rev: int, change: Change) -> None:
+        # The common revision of one change: one event, its tuple and size shared by every watcher of it.
+        kv = change.kv
+        ws = self.synced.matching(kv.key)
+        if not ws:
+            return
+        ev = Event(KeyValue(kv.key, mod_revision=rev), True) if change.deleted else Event(kv)
+        events = (ev,)
+        size = WatchResponse(0, events).size_bytes()
+        victims: dict[Watcher, _Batch] = {}
+        for w in ws:
+            if w.min_rev > rev:
+                continue
+            resp = WatchResponse(w.id, events, rev)
+            sent = w.send(resp) if w.no_put or w.no_delete else w.stream.push(resp, size=size)
+            if not sent:
+                w.min_rev = rev + 1
+                w.victim = True
+                batch = _Batch()
+                batch.events, batch.revs = [ev], 1
+                victims[w] = batch
+                self.synced.delete(w)
         self._add_victims(victims)
 
     def _add_victims(self, victims: dict[Watcher, _Batch]) -> None:

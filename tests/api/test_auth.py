@@ -271,3 +271,18 @@ async def test_membership_changes_need_root(tmp_path, clock):
         await h("Cluster", "MemberRemove")(rpc_pb2.MemberRemoveRequest(ID=lid), root)
 
     await run_member(make_member(tmp_path / "d", "--bcrypt-cost", "4"), body)
+
+
+async def test_with_auth_off_calls_without_a_token_go_straight_and_tokens_are_still_checked(tmp_path, clock):
+    async def body(m):
+        h = handlers(m)
+        await h("KV", "Put")(rpc_pb2.PutRequest(key=b"k", value=b"v"), ANON)
+        assert (await h("KV", "Range")(rpc_pb2.RangeRequest(key=b"k"), ANON)).count == 1
+        # etcd refuses a token it does not know even while auth is off.
+        for name in ("token", "authorization"):
+            await fails(h("KV", "Range")(rpc_pb2.RangeRequest(key=b"k"), Call("garbage", name)),
+                        errors.ErrGRPCInvalidAuthToken)
+            await fails(h("KV", "Put")(rpc_pb2.PutRequest(key=b"k", value=b"w"), Call("abc.1", name)),
+                        errors.ErrGRPCInvalidAuthToken)
+
+    await run_member(make_member(tmp_path / "d", "--bcrypt-cost", "4"), body)

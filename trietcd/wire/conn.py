@@ -148,6 +148,12 @@ class Call:
             self._metadata = g.metadata_of(self._headers)
         return self._metadata
 
+    def has_metadata(self, *names: bytes) -> bool:
+        """Whether any of the metadata `names` (lower-case) was sent, without decoding the metadata."""
+        if self._metadata is not None:
+            return any(name.decode() in self._metadata for name in names)
+        return any(name in names for name, _ in self._headers)
+
     def set_trailing_metadata(self, metadata: dict[str, str]) -> None:
         self._trailing = dict(metadata)
 

@@ -159,8 +159,10 @@ class Call:
 
     async def send(self, message) -> None:
         """Sends one response message; waits while too much output is queued."""
-        self.write(message.SerializeToString())
-        await self.flush()
+        if not self.write(message.SerializeToString()):
+            while self._over_limits():
+                await self._shell.send_space.park()
+        await trio.lowlevel.checkpoint()
 
     def write(self, *payloads: bytes) -> bool:
         """Queues encoded response messages without waiting (a streaming handler with several ready

@@ -1,10 +1,8 @@
 """Auto-compaction: the pure decisions (server/autocompact.py) against etcd 3.5.1's compactor semantics, and the
 member's task on virtual time (a real member on a temporary data dir, trio's MockClock jumping)."""
 
-import ast
 import io
 import json
-from pathlib import Path
 
 import attrs
 import pytest
@@ -160,13 +158,6 @@ def test_revision_mode_retries_after_a_failure():
     assert r.due(300.0, 20, paused=False) == 10
     r.finished(10, 300.0, False)
     assert r.due(600.0, 20, paused=False) == 10
-
-
-def test_core_is_pure():
-    tree = ast.parse(Path(__file__).resolve().parents[2].joinpath("trietcd/server/autocompact.py").read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "re", "fractions"}
 
 
 # ---- the member's task ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from trietcd.auth.errors import AuthError, InvalidAuthOptsError
+from trietcd.config.gotypes import GoError, parse_duration_ns
 
 __all__ = [
     "JwtTokens", "parse_token_opts", "parse_go_duration", "MissingKeyError", "KeyParseError",
@@ -257,33 +258,9 @@ def _go_json(obj: dict) -> bytes:
         "<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_go_duration(text: str) -> float:
-    """Go's time.ParseDuration, in seconds ("5m", "1h30m", "1.5s"); InvalidAuthOptsError when malformed."""
-    s = text
-    sign = 1.0
-    if s[:1] in "+-" and s:
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise InvalidAuthOptsError()
-    total = 0.0
-    while s:
-        i = 0
-        while i < len(s) and (s[i].isdigit() or s[i] == "."):
-            i += 1
-        number, s = s[:i], s[i:]
-        if not number or number == "." or number.count(".") > 1:
-            raise InvalidAuthOptsError()
-        j = 0
-        while j < len(s) and not (s[j].isdigit() or s[j] == "."):
-            j += 1
-        unit, s = s[:j], s[j:]
-        if unit not in _UNITS:
-            raise InvalidAuthOptsError()
-        total += float(number) * _UNITS[unit]
-    return sign * total
+    """Go's time.ParseDuration, in seconds; InvalidAuthOptsError when malformed (etcd reports any bad option so)."""
+    try:
+        return parse_duration_ns(text) / 1e9
+    except GoError:
+        raise InvalidAuthOptsError() from None

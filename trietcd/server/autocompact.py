@@ -19,7 +19,9 @@ Rules (etcd `server/etcdserver/api/v3compactor/{periodic,revision}.go`):
 from __future__ import annotations
 
 import re
-from fractions import Fraction
+
+from trietcd.config.gotypes import INT64_MAX as _INT64_MAX
+from trietcd.config.gotypes import parse_duration_ns
 
 __all__ = [
     "REVISION_INTERVAL_S",
@@ -34,48 +36,13 @@ __all__ = [
 HOUR_NS = 3_600_000_000_000
 REVISION_INTERVAL_S = 300.0  # etcd's revInterval
 _RETRY_DIVISOR = 10
-_INT64_MAX = 2**63 - 1
-_UNIT_NS = {
-    "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
-    "s": 1_000_000_000, "m": 60_000_000_000, "h": HOUR_NS,
-}
-_NUMBER = re.compile(r"([0-9]*)(?:\.([0-9]*))?")
-_UNIT = re.compile(r"[^0-9.]*")
 
 
 class RetentionError(ValueError):
     """--auto-compaction-retention does not parse; the text is etcd's start-up error."""
 
 
-def parse_go_duration_ns(text: str) -> int:
-    """Go's time.ParseDuration, in nanoseconds; raises ValueError with Go's message."""
-    s = text
-    negative = s[:1] == "-"
-    if s[:1] in ("-", "+"):
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total = Fraction(0)
-    while s:
-        number = _NUMBER.match(s)
-        whole, frac = number.group(1), number.group(2) or ""
-        if not whole and not frac:
-            raise ValueError(f'time: invalid duration "{text}"')
-        s = s[number.end():]
-        unit = _UNIT.match(s).group(0)
-        if not unit:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _UNIT_NS:
-            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        s = s[len(unit):]
-        value = Fraction(int(whole or "0")) + (Fraction(int(frac), 10 ** len(frac)) if frac else 0)
-        total += value * _UNIT_NS[unit]
-        if total > _INT64_MAX:
-            raise ValueError(f'time: invalid duration "{text}"')
-    ns = int(total)
-    return -ns if negative else ns
+parse_go_duration_ns = parse_duration_ns  # Go's time.ParseDuration (GoError is a ValueError with Go's message)
 
 
 def parse_retention(mode: str, text: str) -> int:

@@ -182,32 +182,15 @@ def _token_provider(token_opts: str, ttl_s: float, rng: random.Random, log):
     raise errors.InvalidAuthOptsError()
 
 
-class _JwtProvider:
+class _JwtProvider(NopTokens):
     """JWT tokens as the auth store uses a token provider: signed with the wall clock's time (their `exp` is
-    seconds since the epoch), kept nowhere, so enabling, disabling and user changes drop none."""
+    seconds since the epoch), kept nowhere, so enabling, disabling and user changes drop none (the rest of
+    the provider is the no-token one's)."""
 
     enabled = True
 
     def __init__(self, jwt: JwtTokens) -> None:
         self.jwt = jwt
 
-    def gen_prefix(self) -> str:
-        return ""
-
-    def enable(self) -> None:
-        pass
-
-    def disable(self) -> None:
-        pass
-
     def assign(self, username: str, prefix: str, index: int, now: float, *, revision: int = 0) -> str:
         return self.jwt.assign(username, revision, time.time())
-
-    def user_of(self, token: str, now: float) -> str | None:
-        return None
-
-    def invalidate_user(self, username: str) -> None:
-        pass
-
-    def expire(self, now: float) -> list[str]:
-        return []

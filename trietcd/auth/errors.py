@@ -9,7 +9,7 @@ __all__ = [
     "UserNotFoundError", "RoleAlreadyExistError", "RoleNotFoundError", "RoleEmptyError", "PermissionNotGivenError",
     "AuthFailedError", "NoPasswordUserError", "PermissionDeniedError", "RoleNotGrantedError",
     "PermissionNotGrantedError", "AuthNotEnabledError", "AuthOldRevisionError", "InvalidAuthTokenError",
-    "InvalidAuthOptsError", "InvalidAuthMgmtError",
+    "InvalidAuthOptsError", "InvalidAuthMgmtError", "MissingKeyError", "KeyMismatchError", "VerifyOnlyError",
 ]
 
 
@@ -44,3 +44,6 @@ AuthOldRevisionError = _error("AuthOldRevisionError", "auth: revision in header 
 InvalidAuthTokenError = _error("InvalidAuthTokenError", "auth: invalid auth token")
 InvalidAuthOptsError = _error("InvalidAuthOptsError", "auth: invalid auth options")
 InvalidAuthMgmtError = _error("InvalidAuthMgmtError", "auth: invalid auth management")
+MissingKeyError = _error("MissingKeyError", "auth: missing key data")
+KeyMismatchError = _error("KeyMismatchError", "auth: public and private keys don't match")
+VerifyOnlyError = _error("VerifyOnlyError", "auth: token signing attempted with verify-only key")

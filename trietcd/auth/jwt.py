@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from trietcd.auth.errors import AuthError, InvalidAuthOptsError
+from trietcd.auth.errors import AuthError, InvalidAuthOptsError, KeyMismatchError, MissingKeyError, VerifyOnlyError
 from trietcd.config.gotypes import GoError, parse_duration_ns
 
 __all__ = [
@@ -38,18 +38,6 @@ __all__ = [
 
 DEFAULT_TTL_S = 300.0
 KNOWN_OPTIONS = frozenset({"sign-method", "pub-key", "priv-key", "ttl"})
-
-
-class MissingKeyError(AuthError):
-    TEXT = "auth: missing key data"
-
-
-class KeyMismatchError(AuthError):
-    TEXT = "auth: public and private keys don't match"
-
-
-class VerifyOnlyError(AuthError):
-    TEXT = "auth: token signing attempted with verify-only key"
 
 
 class KeyParseError(AuthError):

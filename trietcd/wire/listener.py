@@ -448,29 +448,39 @@ async def _receive(stream: trio.abc.Stream) -> bytes:
         return b""
 
 
-async def _call_app_while_peer_stays(stream, conn: http1.ServerConnection, app: http1.HttpApp,
-                                     request: http1.Request) -> http1.Response | None:
-    """The app's response; None when the client closed the connection first (the call is cancelled). Bytes
-    the client pipelines meanwhile are kept for the next request, up to a bound."""
-    response = None
+async def _while_peer_stays(stream, conn: http1.ServerConnection, work) -> bool:
+    """Runs `await work()` while reading the connection, as Go's server does: False when the client closed it
+    first (the work is cancelled, as Go cancels the request's context). Bytes the client pipelines meanwhile
+    are kept for the next request, up to a bound."""
+    peer_stayed = True
     async with trio.open_nursery() as nursery:
         async def watch_peer() -> None:
+            nonlocal peer_stayed
             while conn.buffered_bytes < PIPELINE_BUFFER_BYTES_MAX:
                 data = await _receive(stream)
                 if not data:
+                    peer_stayed = False
                     nursery.cancel_scope.cancel()
                     return
                 conn.receive_data(data)
             await trio.sleep_forever()
 
-        async def call() -> None:
-            nonlocal response
-            response = await _call_app(app, request)
-            nursery.cancel_scope.cancel()
-
         nursery.start_soon(watch_peer)
-        nursery.start_soon(call)
-    return response
+        await work()
+        nursery.cancel_scope.cancel()
+    return peer_stayed
+
+
+async def _call_app_while_peer_stays(stream, conn: http1.ServerConnection, app: http1.HttpApp,
+                                     request: http1.Request) -> http1.Response | None:
+    """The app's response; None when the client closed the connection first (the call is cancelled)."""
+    response = None
+
+    async def call() -> None:
+        nonlocal response
+        response = await _call_app(app, request)
+
+    return response if await _while_peer_stays(stream, conn, call) else None
 
 
 async def _call_app(app: http1.HttpApp, request: http1.Request) -> http1.Response:
@@ -491,28 +501,16 @@ async def _send_response(stream, conn: http1.ServerConnection, request: http1.Re
     peer_gone = False
     try:
         if request.method != "HEAD":
-            try:
-                async with trio.open_nursery() as nursery:
-                    async def watch_peer() -> None:
-                        # Keep reading while streaming, so a client that goes away ends the
-                        # stream (and pipelined bytes are kept, up to a bound).
-                        nonlocal peer_gone
-                        while conn.buffered_bytes < PIPELINE_BUFFER_BYTES_MAX:
-                            data = await _receive(stream)
-                            if not data:
-                                peer_gone = True
-                                nursery.cancel_scope.cancel()
-                                return
-                            conn.receive_data(data)
-                        await trio.sleep_forever()
+            async def stream_body() -> None:
+                if isinstance(response.body, http1.StreamingBody):
+                    await response.body.run(writer)
+                else:
+                    async for chunk in response.body:
+                        await writer.write(chunk)
 
-                    nursery.start_soon(watch_peer)
-                    if isinstance(response.body, http1.StreamingBody):
-                        await response.body.run(writer)
-                    else:
-                        async for chunk in response.body:
-                            await writer.write(chunk)
-                    nursery.cancel_scope.cancel()
+            try:
+                # Reading on while streaming, so a client that goes away ends the stream.
+                peer_gone = not await _while_peer_stays(stream, conn, stream_body)
             except* (trio.BrokenResourceError, trio.ClosedResourceError):
                 peer_gone = True
     finally:

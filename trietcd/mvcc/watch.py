@@ -446,12 +446,7 @@ class WatchableStore:
         victims: dict[Watcher, _Batch] = {}
         for w, events in batches.items():
             if not w.send(WatchResponse(w.id, tuple(events), rev)):
-                w.min_rev = rev + 1
-                w.victim = True
-                batch = _Batch()
-                batch.events, batch.revs = events, 1
-                victims[w] = batch
-                synced.delete(w)
+                self._victim_of_notify(w, events, rev, victims)
         self._add_victims(victims)
 
     def _notify_one(self, rev: int, change: Change) -> None:
@@ -470,13 +465,17 @@ class WatchableStore:
             resp = WatchResponse(w.id, events, rev)
             sent = w.send(resp) if w.no_put or w.no_delete else w.stream.push(resp, size=size)
             if not sent:
-                w.min_rev = rev + 1
-                w.victim = True
-                batch = _Batch()
-                batch.events, batch.revs = [ev], 1
-                victims[w] = batch
-                self.synced.delete(w)
+                self._victim_of_notify(w, [ev], rev, victims)
         self._add_victims(victims)
+
+    def _victim_of_notify(self, w: Watcher, events: list[Event], rev: int, victims: dict[Watcher, _Batch]) -> None:
+        # A synced watcher whose stream could not take revision rev's events: it holds them and leaves synced.
+        w.min_rev = rev + 1
+        w.victim = True
+        batch = _Batch()
+        batch.events, batch.revs = events, 1
+        victims[w] = batch
+        self.synced.delete(w)
 
     def _add_victims(self, victims: dict[Watcher, _Batch]) -> None:
         if victims:

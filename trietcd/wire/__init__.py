@@ -1,6 +1,6 @@
 """Transport: HTTP/2 + gRPC server (and HTTP/1.1), knowing nothing of etcd."""
 
-from trietcd.wire.grpc_call import GrpcError, Method, Registry, Status
+from trietcd.wire.grpc_call import DEFERRED, GrpcError, Method, Registry, Status
 from trietcd.wire.h2_conn import H2Limits
 from trietcd.wire.conn import Call, ConnectionSet, serve_h2
 from trietcd.wire.http1 import BodyWriter, HttpApp, Request, Response, StreamingBody
@@ -9,6 +9,7 @@ from trietcd.wire.tls import ServerTLS, ServerTLSConfig, TLSConfigError, self_si
 
 __all__ = [
     "Call",
+    "DEFERRED",
     "ConnectionSet",
     "GrpcError",
     "H2Limits",

@@ -1,5 +1,8 @@
 """The trio shell around `H2Connection`: one task reads, one writes, one keeps
-time, and each gRPC call runs as a child task of the connection's call nursery.
+time, and each gRPC call runs as a child task of the connection's call nursery
+— unless its method's fast handler serves it in the reading task (answered at
+once, or deferred and answered later through `Call.finish` by whoever finishes
+it: no task waits for it).
 
 Rules:
 - The connection task owns the `H2Connection`; call tasks touch it only between
@@ -7,12 +10,15 @@ Rules:
 - The writer drains everything queued since its last wake-up into ONE `send_all`,
   so the output of all streams coalesces.
 - A stream reset by the client, or the connection going away, cancels the call's
-  task; a deadline (grpc-timeout) cancels it and answers DEADLINE_EXCEEDED.
+  task; a deadline (grpc-timeout) cancels it and answers DEADLINE_EXCEEDED. A
+  deferred call has no task: the timer task answers its deadline, and a late
+  `Call.finish` (after a reset, the deadline or the connection's end) does nothing.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import math
 import time
@@ -115,9 +121,12 @@ class Call:
         "_trailing",
         "_stats",
         "_started_s",
+        "_request",
+        "_names",
     )
 
-    def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str):
+    def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str,
+                 names: frozenset = frozenset()):
         self.peer = shell.peer
         # The Subject CN of the verified client certificate of a TLS connection, else None.
         self.tls_common_name = shell.tls_common_name
@@ -141,6 +150,8 @@ class Call:
         self._trailing = None
         self._stats: MethodStats | None = None  # set while the call is counted as started, not yet handled
         self._started_s = 0.0  # when it started, if calls are timed
+        self._request = None  # the decoded request, when a fast handler left the call to the handler
+        self._names = names  # the request's header names
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -150,9 +161,13 @@ class Call:
 
     def has_metadata(self, *names: bytes) -> bool:
         """Whether any of the metadata `names` (lower-case) was sent, without decoding the metadata."""
-        if self._metadata is not None:
-            return any(name.decode() in self._metadata for name in names)
-        return any(name in names for name, _ in self._headers)
+        return not self._names.isdisjoint(names)
+
+    def finish(self, result) -> None:
+        """Answers a call its fast handler deferred: `result` is the response, or the exception to answer
+        with (a GrpcError's status; any other as UNKNOWN with its text). Does nothing once the call is over
+        (reset by the client, past its deadline, or its connection gone)."""
+        self._shell._finish_deferred(self, result)
 
     def set_trailing_metadata(self, metadata: dict[str, str]) -> None:
         self._trailing = dict(metadata)
@@ -259,6 +274,7 @@ class _Connection:
         self._version_headers = None  # the client-api-version of the last header list, reused
         self._version = "unknown"
         self._timer_scope: trio.CancelScope | None = None
+        self._deferred_deadlines: list = []  # heap of (deadline, stream id, call) of deferred calls
 
     # -------------------------------------------------------- lifecycle
 
@@ -284,6 +300,8 @@ class _Connection:
             log.exception("h2 connection from %s failed", self.peer)
         finally:
             self._finished.set()
+            for call in list(self.calls.values()):  # deferred calls nobody will answer now
+                self._drop(call)
             self._no_calls.set()
             await trio.aclose_forcefully(self.stream)
 
@@ -357,11 +375,27 @@ class _Connection:
     async def _timer_loop(self) -> None:
         conn = self.conn
         while True:
-            with trio.CancelScope(deadline=conn.next_deadline()) as self._timer_scope:
+            with trio.CancelScope(deadline=self._next_deadline()) as self._timer_scope:
                 await trio.sleep_forever()
-            self._handle(conn.tick(trio.current_time()))
+            now = trio.current_time()
+            self._handle(conn.tick(now))
+            self._expire_deferred(now)
             if conn.pending_output_bytes():
                 self.wake_writer()
+
+    def _next_deadline(self) -> float:
+        due = self.conn.next_deadline()
+        if self._deferred_deadlines:
+            due = min(due, self._deferred_deadlines[0][0])
+        return due
+
+    def _expire_deferred(self, now: float) -> None:
+        """Deferred calls have no task for a cancel scope to end: their deadlines are kept here."""
+        heap = self._deferred_deadlines
+        while heap and (heap[0][2]._done or heap[0][0] <= now):
+            call = heapq.heappop(heap)[2]
+            if not call._done:
+                self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
 
     # -------------------------------------------------------- events
 
@@ -375,7 +409,7 @@ class _Connection:
     def _lower_timer_deadline(self) -> None:
         scope = self._timer_scope
         if scope is not None:
-            deadline = self.conn.next_deadline()
+            deadline = self._next_deadline()
             if deadline < scope.deadline:
                 scope.deadline = deadline
 
@@ -416,7 +450,7 @@ class _Connection:
             self._answer_error(sid, err.code, err.message)
             return
         deadline = trio.current_time() + head.timeout_s if head.timeout_s is not None else math.inf
-        call = Call(self, sid, headers, method, deadline, head.path)
+        call = Call(self, sid, headers, method, deadline, head.path, head.names)
         self.calls[sid] = call
         self._no_calls = trio.Event() if self._no_calls.is_set() else self._no_calls
         conn.streams[sid].app = call
@@ -464,7 +498,8 @@ class _Connection:
         self.conn.acknowledge_received_data(call._stream_id, n)
         if messages and not call._started:
             call._started = True
-            self._start_call(call, messages[0])
+            if call._method.fast is None or not self._run_fast(call, messages[0]):
+                self._start_call(call, messages[0])
         elif end_stream and not call._started:
             self._finish_error(call, Status.INTERNAL, "grpc: error while receiving request: EOF")
 
@@ -547,6 +582,73 @@ class _Connection:
         """Runs the handler and answers; trio.Cancelled passes through."""
         if call._done:  # reset before the task got to it
             return
+        method = call._method
+        request = call._request
+        if request is None and not self._begin(call, request_raw):
+            return
+        try:
+            if method.client_streaming:
+                result = await method.handler(call)
+            else:
+                if request is None:
+                    request = self._decode(method, request_raw)
+                result = await method.handler(request, call)
+            self._finish_ok(call, result)
+        except GrpcError as exc:
+            self._finish_error(call, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("handler of %s failed", call.path)
+            self._finish_error(call, Status.UNKNOWN, str(exc))
+
+    def _run_fast(self, call: Call, request_raw: bytes) -> bool:
+        """Tries the method's fast handler in this task; False leaves the call (begun, its request
+        decoded) to a call task."""
+        if not self._begin(call, request_raw):
+            return True
+        method = call._method
+        try:
+            request = self._decode(method, request_raw)
+            result = method.fast(request, call)
+            if result is None:
+                call._request = request
+                return False
+            if result is g.DEFERRED:
+                if call.deadline != math.inf and not call._done:
+                    heapq.heappush(self._deferred_deadlines, (call.deadline, call._stream_id, call))
+                    self._lower_timer_deadline()
+            else:
+                self._finish_ok(call, result)
+        except GrpcError as exc:
+            self._finish_error(call, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("handler of %s failed", call.path)
+            self._finish_error(call, Status.UNKNOWN, str(exc))
+        return True
+
+    def _finish_deferred(self, call: Call, result) -> None:
+        if call._done:
+            return
+        if self._finished.is_set():
+            self._drop(call)
+        elif isinstance(result, GrpcError):
+            self._finish_error(call, result.code, result.message)
+        elif isinstance(result, BaseException):
+            self._finish_error(call, Status.UNKNOWN, str(result))
+        else:
+            try:
+                self._finish_ok(call, result)
+            except GrpcError as exc:
+                self._finish_error(call, exc.code, exc.message)
+
+    def _drop(self, call: Call) -> None:
+        """Ends a call the client can no longer be answered on (counted as cancelled)."""
+        if not call._done:
+            _count_handled(call, Status.CANCELLED)
+            call._done = True
+        self.calls.pop(call._stream_id, None)
+
+    def _begin(self, call: Call, request_raw: bytes | None) -> bool:
+        """Counts the call as started; answers DEADLINE_EXCEEDED (and returns False) when it is late."""
         stats = call._stats = grpc_stats.of(call._method)
         stats.started += 1
         headers = call._headers
@@ -562,23 +664,14 @@ class _Connection:
             grpc_stats.received_bytes += len(request_raw)
         if call.deadline != math.inf and trio.current_time() >= call.deadline:
             self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
-            return
-        method = call._method
+            return False
+        return True
+
+    def _decode(self, method, request_raw: bytes):
         try:
-            if request_raw is None:
-                result = await method.handler(call)
-            else:
-                try:
-                    request = method.request_type.FromString(request_raw)
-                except DecodeError as exc:
-                    request = self.registry.undecodable_request(method, request_raw, exc)
-                result = await method.handler(request, call)
-            self._finish_ok(call, result)
-        except GrpcError as exc:
-            self._finish_error(call, exc.code, exc.message)
-        except Exception as exc:
-            log.exception("handler of %s failed", call.path)
-            self._finish_error(call, Status.UNKNOWN, str(exc))
+            return method.request_type.FromString(request_raw)
+        except DecodeError as exc:
+            return self.registry.undecodable_request(method, request_raw, exc)
 
     def _call_cancelled(self, call: Call) -> None:
         if call._done:

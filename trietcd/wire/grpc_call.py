@@ -50,14 +50,27 @@ class GrpcError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+# What a fast handler returns when it has taken the call and answers it later with `Call.finish`.
+DEFERRED = object()
+
+
 @attrs.frozen
 class Method:
+    """A method and its handler: `await handler(request, call)` (or `handler(call)` when the client
+    streams) returns the response or raises GrpcError.
+
+    A unary method may also have `fast(request, call)`, tried first, in the connection's own task and
+    without yielding: it returns the response, or `DEFERRED` after arranging for `call.finish(...)` to
+    answer later (a write waiting for its raft entry: no task waits for it), or None to leave the call
+    to `handler`, having changed nothing."""
+
     path: str
     request_type: type
     response_type: type
     client_streaming: bool
     server_streaming: bool
     handler: Callable
+    fast: Callable | None = None
 
 
 def _unimplemented_handler(name: str, client_streaming: bool) -> Callable:
@@ -88,11 +101,14 @@ class Registry:
         self._services: set[str] = set()
         self._decode_fallback = decode_fallback or _refuse
 
-    def add_service(self, service_descriptor, handlers: Mapping[str, Callable]) -> None:
+    def add_service(self, service_descriptor, handlers: Mapping[str, Callable],
+                    fast: Mapping[str, Callable] | None = None) -> None:
         service = service_descriptor.full_name
         known = {m.name for m in service_descriptor.methods}
-        unknown = set(handlers) - known
+        unknown = (set(handlers) | set(fast or ())) - known
         assert not unknown, f"handlers for methods {sorted(unknown)} not in {service}"
+        assert not any(m.client_streaming or m.server_streaming for m in service_descriptor.methods
+                       if m.name in (fast or ())), "fast handlers are for unary methods"
         self._services.add(service)
         for m in service_descriptor.methods:
             handler = handlers.get(m.name) or _unimplemented_handler(m.name, m.client_streaming)
@@ -103,6 +119,7 @@ class Registry:
                 client_streaming=m.client_streaming,
                 server_streaming=m.server_streaming,
                 handler=handler,
+                fast=(fast or {}).get(m.name),
             )
             self._methods[method.path] = method
 
@@ -171,6 +188,7 @@ class RequestHead:
     timeout_s: float | None = None
     error: GrpcError | None = None  # the request must be answered with this
     bad_content_type: bool = False
+    names: frozenset = frozenset()  # every header name, to tell cheaply whether some metadata was sent
 
 
 def parse_request_head(headers) -> RequestHead:
@@ -189,6 +207,7 @@ def parse_request_head(headers) -> RequestHead:
                 head.error = GrpcError(Status.INTERNAL, f"malformed grpc-timeout: {exc}")
         elif name == b"grpc-encoding" and value not in (b"identity", b""):
             head.error = GrpcError(Status.UNIMPLEMENTED, f"grpc: Decompressor is not installed for grpc-encoding {_go_quote(value.decode('latin-1'))}")
+    head.names = frozenset(name for name, _ in headers)
     if not (content_type == b"application/grpc" or content_type.startswith((b"application/grpc+", b"application/grpc;"))):
         head.bad_content_type = True
     return head

@@ -330,3 +330,68 @@ def test_quota_costs_are_etcds():
     assert Quota(1000, lambda: 744).available("put", put(b"k", b"")) is False  # 1001
     assert Quota(-1, lambda: 10**12).available("put", put(b"k", b"")) is True
     assert Quota(0, lambda: 0).max_bytes == 2 * 1024**3
+
+
+async def test_propose_soon_answers_through_its_callback_in_log_order(tmp_path):
+    from trietcd.mvcc import LeaseNotFoundError
+
+    async def body(m):
+        results = []
+        applied = trio.Event()
+
+        def done(result):
+            results.append(result)
+            if len(results) == 3:
+                applied.set()
+
+        index = m.raft_index
+        assert m.propose_soon("put", put(b"k", b"v1"), done)
+        assert m.propose_soon("put", rpc_pb2.PutRequest(key=b"k", value=b"v2", lease=12345), done)  # fails when it applies
+        assert m.propose_soon("delete_range", rpc_pb2.DeleteRangeRequest(key=b"k"), done)
+        await applied.wait()
+        first, failed, deleted = results
+        assert first.header.revision == 2
+        assert isinstance(failed, LeaseNotFoundError)
+        assert deleted.deleted == 1 and deleted.header.revision == 3
+        assert m.raft_index == index + 3
+        assert m.read_ready()
+        assert not m._waiters  # answered proposals are forgotten
+
+    await run_member(make_member(tmp_path / "d"), body)
+
+
+async def test_propose_soon_leaves_what_it_cannot_do_to_propose(tmp_path):
+    async def body(m):
+        index = m.raft_index
+        with pytest.raises(RequestTooLargeError):
+            m.propose_soon("put", put(b"big", b"b" * 2048), lambda r: None)
+        assert m.raft_index == index and not m._proposals
+
+    await run_member(make_member(tmp_path / "d", "--max-request-bytes", "1024"), body)
+
+    async def over_quota(m):
+        # The alarm is raised by `propose`, which waits: the fast path declines.
+        assert not m.propose_soon("put", put(b"a", b"1"), lambda r: None)
+        assert not m._proposals and not m.alarms.list()
+
+    await run_member(make_member(tmp_path / "q", "--quota-backend-bytes", "1"), over_quota)
+
+
+async def test_propose_soon_times_out_like_propose(tmp_path):
+    from trietcd.server.errors import RequestTimeoutError
+
+    async def body(m):
+        m.request_timeout_s = 0.2
+        m._proposals = _Lost()  # the entry never reaches the log
+        results = []
+        assert m.propose_soon("put", put(b"k", b"v"), results.append)
+        await trio.sleep(0.5)
+        assert len(results) == 1 and isinstance(results[0], RequestTimeoutError)
+        assert not m._waiters
+
+    await run_member(make_member(tmp_path / "d"), body)
+
+
+class _Lost(list):
+    def append(self, item):
+        pass

@@ -36,6 +36,8 @@ def build_registry(server) -> Registry:
         read_barrier=server.read_barrier,
         header_field=server.header_field,
         auth=server.auth,
+        propose_soon=_proposer_soon(server),
+        read_ready=server.read_ready,
     )
     services = {
         "KV": kv.handlers(),
@@ -48,9 +50,10 @@ def build_registry(server) -> Registry:
         "Maintenance": MaintenanceService(server).handlers(),
         "Auth": AuthService(server).handlers(),
     }
+    fast = {"KV": kv.fast_handlers()}
     registry = Registry(decode_fallback=_decode_like_etcd)
     for name, handlers in services.items():
-        registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name[name], handlers)
+        registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name[name], handlers, fast.get(name))
     grpc_health = HealthService()
     server.on_stop.append(lambda: grpc_health.set_status(NOT_SERVING))
     registry.add_service(HEALTH_SERVICE, grpc_health.handlers())
@@ -76,3 +79,15 @@ def _proposer(server):
             raise errors.to_grpc_error(exc) from None
 
     return propose
+
+
+def _proposer_soon(server):
+    from trietcd.api import errors
+
+    def propose_soon(field: str, request, done) -> bool:
+        try:
+            return server.propose_soon(field, request, done)
+        except ServerError as exc:
+            raise errors.to_grpc_error(exc) from None
+
+    return propose_soon

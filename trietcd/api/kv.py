@@ -16,12 +16,15 @@ from trietcd.api import errors
 from trietcd.auth import AuthError, AuthOldRevisionError
 from trietcd.mvcc import KVStore, MvccError
 from trietcd.mvcc.apply import Applier, is_txn_readonly, is_txn_serializable
+from trietcd.wire import DEFERRED
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd's --max-txn-ops default
 
 HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
 HeaderFieldFn = Callable[[int], bytes]
 ProposeFn = Callable[[str, object], Awaitable[object]]
+# propose_soon(field, request, done) -> proposed: a write through raft whose outcome `done(result)` is given.
+ProposeSoonFn = Callable[[str, object, Callable[[object], None]], bool]
 
 
 def header_field_of(header: HeaderFn) -> HeaderFieldFn:
@@ -60,6 +63,8 @@ class KVService:
         read_barrier: Callable[[], Awaitable[None]] | None = None,
         header_field: HeaderFieldFn | None = None,
         auth=None,
+        propose_soon: ProposeSoonFn | None = None,
+        read_ready: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
         # The member's AuthKeeper (trietcd/auth/keeper.py): who calls, and what they may read. Writes are
@@ -73,6 +78,9 @@ class KVService:
         # Awaited before a linearizable read: returns once everything
         # committed before it is applied.
         self._read_barrier = read_barrier or _no_barrier
+        # Whether the barrier would pass at once (the fast handlers serve only then).
+        self._read_ready = read_ready or (_always if read_barrier is None else _never)
+        self._propose_soon = propose_soon
         self._header = header
         self._header_field = header_field or header_field_of(header)
         self._max_txn_ops = max_txn_ops
@@ -86,6 +94,58 @@ class KVService:
             "Txn": self.Txn,
             "Compact": self.Compact,
         }
+
+    def fast_handlers(self) -> dict[str, Callable]:
+        """For Registry.add_service(..., fast=...): reads served and writes proposed in the connection's
+        task, without a call task (trietcd.wire.Method.fast). Each leaves the call to its handler when it
+        would have to wait (a read barrier not yet passed) or check a caller (auth)."""
+        fast = {"Range": self.range_now, "Txn": self.txn_soon}
+        if self._propose_soon is not None:
+            fast.update(Put=self.put_soon, DeleteRange=self.delete_range_soon)
+        return fast
+
+    def range_now(self, request: rpc_pb2.RangeRequest, call):
+        check_range_request(request)
+        if not self._may_serve(call, request.serializable):
+            return None
+        try:
+            return self._filled(self._applier.range(request))
+        except MvccError as exc:
+            raise errors.to_grpc_error(exc) from None
+
+    def put_soon(self, request: rpc_pb2.PutRequest, call):
+        check_put_request(request)
+        return self._write_soon("put", request, call)
+
+    def delete_range_soon(self, request: rpc_pb2.DeleteRangeRequest, call):
+        check_delete_request(request)
+        return self._write_soon("delete_range", request, call)
+
+    def txn_soon(self, request: rpc_pb2.TxnRequest, call):
+        check_txn_request(request, self._max_txn_ops)
+        check_intervals(request.success)
+        check_intervals(request.failure)
+        if not is_txn_readonly(request):
+            return self._write_soon("txn", request, call) if self._propose_soon is not None else None
+        if not self._may_serve(call, is_txn_serializable(request)):
+            return None
+        try:
+            return self._filled(self._applier.txn(request))
+        except MvccError as exc:
+            raise errors.to_grpc_error(exc) from None
+
+    def _may_serve(self, call, serializable: bool) -> bool:
+        return (serializable or self._read_ready()) and (self._auth is None or self._auth.is_open(call))
+
+    def _write_soon(self, field: str, request, call):
+        if self._auth is not None and not self._auth.is_open(call):
+            return None
+        filled = self._filled
+
+        def done(result) -> None:
+            call.finish(errors.to_grpc_error(result) if isinstance(result, BaseException) else filled(result))
+
+        return DEFERRED if self._propose_soon(field, request, done) else None
 
     # ---- handlers
 
@@ -205,6 +265,14 @@ class KVService:
 
 async def _no_barrier() -> None:
     pass
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
 
 
 # ---- request validation (etcd's checkXxxRequest), before anything is applied

@@ -133,6 +133,32 @@ class _Waiter:
             trio.lowlevel.reschedule(task)
 
 
+class _Callback(_Waiter):
+    """A proposer that is not a task (`Member.propose_soon`): `finish` calls `done(result)` instead of
+    waking a task, and forgets the proposal."""
+
+    __slots__ = ("rid", "member", "done_fn")
+
+    def __init__(self, deadline: float, rid: int, member: "Member", done_fn) -> None:
+        super().__init__(deadline)
+        self.rid = rid
+        self.member = member
+        self.done_fn = done_fn
+
+    def finish(self, result) -> None:
+        if self.done:
+            return
+        self.done = True
+        member = self.member
+        member._waiters.pop(self.rid, None)
+        if isinstance(result, (RequestTimeoutError, ProposalDroppedError)):
+            member.metrics.proposals_failed.inc()
+        try:
+            self.done_fn(result)
+        except Exception as exc:  # never into the applier
+            member.log.error("answering a proposal failed", error=repr(exc))
+
+
 class _ReadBatch:
     """Linearizable reads that share one ReadIndex request."""
 
@@ -355,6 +381,32 @@ class Member:
                 await result.compaction_done.wait()
             return result.response
         return result
+
+    def propose_soon(self, field: str, request, done, auth=None) -> bool:
+        """`propose` for a caller that does not wait in a task: `done(result)` is called, from the applier,
+        with what applying the write gave or the error it failed with (a ServerError, MvccError, ...).
+        Returns False, having proposed nothing, when the write needs `propose` instead (the member is
+        stopping, or the quota is short and the alarm is to be raised); raises as `propose` does when the
+        request is too large."""
+        if self._stopping or (field in QUOTA_FIELDS and not self.quota.available(field, request)):
+            return False
+        rid = self._ids.next()
+        data = _internal_request(field, request, rid, self.auth.proposer_info(auth))
+        if len(data) > self.config.max_request_bytes:
+            raise RequestTooLargeError()
+        waiter = _Callback(trio.current_time() + self.request_timeout_s, rid, self, done)
+        self._waiters[rid] = waiter
+        self._deadlines.append(waiter)
+        self._proposals.append((rid, data))
+        self._raft_wake.set()
+        return True
+
+    def read_ready(self) -> bool:
+        """Whether a linearizable read may be served now, without waiting: this member is the only voter,
+        leads, and has applied everything committed (what `read_barrier` would find)."""
+        raft = self.node.raft
+        return (raft.state is StateType.LEADER and len(self._conf_state.voters) == 1
+                and not self._conf_state.learners and self.applied_index >= raft.raft_log.committed)
 
     async def _raise_nospace(self) -> None:
         alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.id, alarm=rpc_pb2.NOSPACE)
@@ -1044,7 +1096,7 @@ def _internal_request(field: str, request, rid: int, auth=None) -> bytes:
     body = request.SerializeToString()
     n = len(body)
     if auth is None:
-        header = _RequestHeader(ID=rid).SerializeToString()
+        header = b"\x08" + uvarint(rid) if rid else b""  # RequestHeader{ID: rid}: field 1, a varint
     else:
         header = _RequestHeader(ID=rid, username=auth.username, auth_revision=auth.revision).SerializeToString()
     h = len(header)

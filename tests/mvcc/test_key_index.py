@@ -102,3 +102,35 @@ def test_tree_index_ranges():
     assert ti.revisions(b"b", b"d", 3, 0) == ([R(3)], 1)  # c did not exist at 3
     assert ti.count_revisions(b"a", b"", 100) == 4
     assert ti.range_since(b"a", b"", 3) == [R(3), R(4), R(5)]
+
+
+def test_sorted_keys_against_a_sorted_list():
+    import bisect
+    import random
+
+    from trietcd.mvcc.key_index import SortedKeys
+
+    rng = random.Random(7)
+    model: list[bytes] = []
+    class Small(SortedKeys):
+        CHUNK = 4  # many splits and emptied chunks
+
+    keys = Small()
+    pool = [b"%03d" % i for i in range(300)]
+    for step in range(3000):
+        k = rng.choice(pool)
+        i = bisect.bisect_left(model, k)
+        if i < len(model) and model[i] == k:
+            if rng.random() < 0.6:
+                keys.remove(k)
+                del model[i]
+        else:
+            keys.add(k)
+            model.insert(i, k)
+        if step % 50 == 0:
+            assert list(keys) == model and len(keys) == len(model)
+            lo, hi = sorted(rng.sample(pool, 2))
+            assert list(keys.between(lo, hi)) == [x for x in model if lo <= x < hi]
+            assert list(keys.between(lo, b"")) == [x for x in model if lo <= x]
+            assert list(keys.between(b"999", b"")) == []
+    assert list(Small(model)) == model and list(Small(model).between(model[5], model[9])) == model[5:9]

@@ -195,11 +195,87 @@ class KeyIndex:
         return f"{self.key!r} modified={self.modified.main}.{self.modified.sub} {gens}"
 
 
+class SortedKeys:
+    """Distinct byte strings in order, as a list of sorted chunks of at most 2 × CHUNK keys and the last key
+    of each. Adding or removing a key moves the entries of one chunk, where a single sorted list moves half
+    of all keys (~120 µs at a million keys)."""
+
+    CHUNK = 512
+
+    __slots__ = ("_chunks", "_lasts", "_len")
+
+    def __init__(self, keys=()) -> None:
+        """`keys` sorted, without repeats."""
+        keys = list(keys)
+        n = self.CHUNK
+        self._chunks = [keys[i:i + n] for i in range(0, len(keys), n)]
+        self._lasts = [c[-1] for c in self._chunks]
+        self._len = len(keys)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            yield from chunk
+
+    def add(self, key: bytes) -> None:
+        """Adds a key not yet present."""
+        chunks, lasts = self._chunks, self._lasts
+        self._len += 1
+        if not lasts:
+            chunks.append([key])
+            lasts.append(key)
+            return
+        i = bisect.bisect_left(lasts, key)
+        if i == len(lasts):
+            i -= 1
+            chunk = chunks[i]
+            chunk.append(key)
+            lasts[i] = key
+        else:
+            chunk = chunks[i]
+            bisect.insort(chunk, key)
+        if len(chunk) > 2 * self.CHUNK:
+            half = len(chunk) // 2
+            chunks[i:i + 1] = [chunk[:half], chunk[half:]]
+            lasts[i:i + 1] = [chunk[half - 1], chunk[-1]]
+
+    def remove(self, key: bytes) -> None:
+        """Removes a key that is present."""
+        chunks, lasts = self._chunks, self._lasts
+        i = bisect.bisect_left(lasts, key)
+        chunk = chunks[i]
+        j = bisect.bisect_left(chunk, key)
+        assert chunk[j] == key
+        del chunk[j]
+        self._len -= 1
+        if not chunk:
+            del chunks[i]
+            del lasts[i]
+        elif j == len(chunk):
+            lasts[i] = chunk[-1]
+
+    def between(self, key: bytes, end: bytes) -> Iterator[bytes]:
+        """The keys k with key <= k < end (end b"": unbounded), in order."""
+        chunks, lasts = self._chunks, self._lasts
+        i = bisect.bisect_left(lasts, key)
+        if i == len(lasts):
+            return
+        j = bisect.bisect_left(chunks[i], key)
+        for chunk in chunks[i:]:
+            if end and chunk[-1] >= end:
+                yield from chunk[j:bisect.bisect_left(chunk, end, j)]
+                return
+            yield from chunk[j:] if j else chunk
+            j = 0
+
+
 class TreeIndex:
     """All keys, in byte order, each with its KeyIndex."""
 
     def __init__(self) -> None:
-        self._keys: list[bytes] = []  # sorted; the same keys as _index
+        self._keys = SortedKeys()  # the same keys as _index
         self._index: dict[bytes, KeyIndex] = {}
 
     def __len__(self) -> int:
@@ -213,19 +289,19 @@ class TreeIndex:
         if ki is None:
             ki = KeyIndex(key)
             self._index[key] = ki
-            bisect.insort(self._keys, key)
+            self._keys.add(key)
         ki.put(rev)
 
     def load(self, key_indexes: dict[bytes, KeyIndex]) -> None:
         """Take the key indexes a restore built (the index must be empty)."""
         assert not self._index
         self._index = dict(key_indexes)
-        self._keys = sorted(self._index)
+        self._keys = SortedKeys(sorted(self._index))
 
     def insert(self, ki: KeyIndex) -> None:
         assert ki.key not in self._index
         self._index[ki.key] = ki
-        bisect.insort(self._keys, ki.key)
+        self._keys.add(ki.key)
 
     def tombstone(self, key: bytes, rev: Revision) -> None:
         ki = self._index.get(key)
@@ -238,7 +314,7 @@ class TreeIndex:
         ki.undo(rev)
         if not any(g.revs for g in ki.generations):
             del self._index[key]
-            del self._keys[bisect.bisect_left(self._keys, key)]
+            self._keys.remove(key)
 
     def get(self, key: bytes, at_rev: int) -> tuple[Revision, Revision, int]:
         ki = self._index.get(key)
@@ -265,12 +341,9 @@ class TreeIndex:
 
     def visit(self, key: bytes, end: bytes) -> Iterator[KeyIndex]:
         """KeyIndexes with key <= k < end (end b"" = unbounded), in key order."""
-        keys = self._keys
-        i = bisect.bisect_left(keys, key)
-        stop = len(keys) if not end else bisect.bisect_left(keys, end, lo=i)
         index = self._index
-        for j in range(i, stop):
-            yield index[keys[j]]
+        for k in self._keys.between(key, end):
+            yield index[k]
 
     def revisions(self, key: bytes, end: bytes | None, at_rev: int, limit: int) -> tuple[list[Revision], int]:
         """Latest revisions of the live keys in range (at most limit if > 0) and
@@ -354,7 +427,7 @@ class TreeIndex:
             gone = set(emptied)
             for key in emptied:
                 del self._index[key]
-            self._keys = [k for k in self._keys if k not in gone]
+            self._keys = SortedKeys(k for k in self._keys if k not in gone)
         return available
 
     def keep(self, rev: int) -> set[Revision]:

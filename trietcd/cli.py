@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import signal
 import sys
@@ -30,6 +31,11 @@ GRPC_OVERHEAD_BYTES = 512 * 1024
 MAX_CONCURRENT_STREAMS_CAP = 10_000
 # How long in-flight calls may run after SIGTERM before they are cut.
 SHUTDOWN_GRACE_S = 5.0
+# The process' cyclic garbage collector: CPython's defaults (700, 10, 10) collect the young generation every
+# 700 net allocations, and full collections walk every object of the key index, the raft log and the page
+# cache: ~10% of the CPU of a put-heavy load at 100k keys, and pauses that grow with the data. Objects a
+# member keeps are rarely in cycles; these collect young garbage ~70x less often and the whole heap rarely.
+GC_THRESHOLDS = (50_000, 20, 100)
 # Go's names for the signals, as etcd logs them.
 _GO_SIGNAL_NAMES = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminated"}
 
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             out = _log_output((name,))
             out.write(text)
             out.flush()
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         signum = trio.run(serve, config)
     except* (ListenError, BootstrapError) as group:
@@ -111,6 +118,8 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> int | None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_member(config) as (member, addresses, stop):
             task_status.started((member, addresses))
+            # What starting made (the key index, caches, modules) stays: collections no longer walk it.
+            gc.freeze()
             async for signum in signals:
                 logger.info(
                     "received signal; shutting down",

@@ -129,7 +129,7 @@ class EntryApplier:
         rid = irr.header.ID or irr.ID
         if not apply_v3:
             return None
-        kind = _request_kind(irr)
+        kind = _request_kind(irr, data)
         if kind is None:
             return None
         self._entry_index = e.Index
@@ -329,8 +329,25 @@ class MembershipError(Exception):
     pass
 
 
-def _request_kind(irr) -> str | None:
-    # InternalRaftRequest has no oneof: exactly one request field is set.
+def _request_kinds_by_tag() -> dict[bytes, str]:
+    kinds = {}
+    for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields:
+        if f.name not in ("header", "ID"):
+            n = f.number << 3 | 2
+            kinds[bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))] = f.name
+    return kinds
+
+
+_KIND_BY_TAG = _request_kinds_by_tag()  # every field number is under 2**11: tags of one or two bytes
+
+
+def _request_kind(irr, data: bytes) -> str | None:
+    # InternalRaftRequest has no oneof: exactly one request field is set. Entries are written in field
+    # order, request first for all but the auth and membership fields (after the header, field 100): the
+    # first tag names the request without listing the message's fields.
+    kind = _KIND_BY_TAG.get(data[:1]) or _KIND_BY_TAG.get(data[:2])
+    if kind is not None:
+        return kind
     for field, _ in irr.ListFields():
         if field.name not in ("header", "ID"):
             return field.name

@@ -29,6 +29,8 @@ class Deferring:
     def fast(self, request, call):
         if request.text == "now":
             return Msg(text="fast", n=request.n + 1)
+        if request.text == "encoded":
+            return Msg(text="bytes", n=request.n + 1).SerializeToString()
         if request.text.startswith("later"):
             self.deferred.append((request, call))
             return DEFERRED
@@ -71,6 +73,12 @@ async def test_answered_at_once_without_the_handler():
         r = await c.call(UNARY, Msg(text="now", n=1))
         assert status_of(r) == (0, "") and messages_of(r) == [Msg(text="fast", n=2)]
     assert h.handled == []
+
+
+async def test_answered_with_encoded_bytes():
+    async with served(Deferring()) as c:
+        r = await c.call(UNARY, Msg(text="encoded", n=1))
+        assert status_of(r) == (0, "") and messages_of(r) == [Msg(text="bytes", n=2)]
 
 
 async def test_none_leaves_the_call_to_the_handler_with_the_decoded_request():

@@ -109,7 +109,7 @@ class KVService:
         if not self._may_serve(call, request.serializable):
             return None
         try:
-            return self._filled(self._applier.range(request))
+            return self._encoded(self._applier.range(request))
         except MvccError as exc:
             raise errors.to_grpc_error(exc) from None
 
@@ -130,7 +130,7 @@ class KVService:
         if not self._may_serve(call, is_txn_serializable(request)):
             return None
         try:
-            return self._filled(self._applier.txn(request))
+            return self._encoded(self._applier.txn(request))
         except MvccError as exc:
             raise errors.to_grpc_error(exc) from None
 
@@ -140,10 +140,10 @@ class KVService:
     def _write_soon(self, field: str, request, call):
         if self._auth is not None and not self._auth.is_open(call):
             return None
-        filled = self._filled
+        encoded = self._encoded
 
         def done(result) -> None:
-            call.finish(errors.to_grpc_error(result) if isinstance(result, BaseException) else filled(result))
+            call.finish(errors.to_grpc_error(result) if isinstance(result, BaseException) else encoded(result))
 
         return DEFERRED if self._propose_soon(field, request, done) else None
 
@@ -253,6 +253,14 @@ class KVService:
             return await apply(request, call)
         except (MvccError, AuthError) as exc:
             raise errors.to_grpc_error(exc) from None
+
+    def _encoded(self, resp) -> bytes:
+        """`_filled(resp)`, encoded: the cached header field, then the rest of the response (every field
+        after the header, field 1, so the bytes are protobuf's own order) — no header is merged or
+        re-encoded per response."""
+        rev = resp.header.revision or self._store.current_revision
+        resp.ClearField("header")
+        return self._header_field(rev) + resp.SerializeToString()
 
     def _filled(self, resp):
         # etcd's header.fill: the response's own revision, else the current one.

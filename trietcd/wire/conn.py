@@ -701,9 +701,12 @@ class _Connection:
                 conn.send_headers(sid, g.RESPONSE_HEADERS)
             conn.send_trailers(sid, trailers)
         else:
-            if not isinstance(result, method.response_type):
+            if isinstance(result, bytes):
+                payload = result  # already encoded
+            elif isinstance(result, method.response_type):
+                payload = result.SerializeToString()
+            else:
                 raise GrpcError(Status.INTERNAL, f"handler returned {type(result).__name__}, not {method.response_type.__name__}")
-            payload = result.SerializeToString()
             conn.send_response(sid, g.RESPONSE_HEADERS, g.frame_message(payload), trailers)
             if call._stats is not None:
                 call._stats.msg_sent += 1

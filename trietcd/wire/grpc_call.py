@@ -57,7 +57,8 @@ DEFERRED = object()
 @attrs.frozen
 class Method:
     """A method and its handler: `await handler(request, call)` (or `handler(call)` when the client
-    streams) returns the response or raises GrpcError.
+    streams) returns the response (a message, or a unary response's bytes already encoded) or raises
+    GrpcError.
 
     A unary method may also have `fast(request, call)`, tried first, in the connection's own task and
     without yielding: it returns the response, or `DEFERRED` after arranging for `call.finish(...)` to

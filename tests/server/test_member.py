@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from proto.etcdserverpb import etcdserver_pb2, raft_internal_pb2, rpc_pb2
 from proto.raftpb import raft_pb2
@@ -395,3 +396,39 @@ async def test_propose_soon_times_out_like_propose(tmp_path):
 class _Lost(list):
     def append(self, item):
         pass
+
+
+async def test_a_write_watchers_saw_is_answered_after_their_streams_ran(tmp_path):
+    async def body(m):
+        order = []
+        core = m.watch_hub.core
+        stream = core.new_stream()
+
+        async def stream_task():  # stands for a watch stream's sender, woken by on_ready
+            await ready.wait()
+            order.append(("event", stream.take().revision))
+
+        ready = trio.Event()
+        stream.on_ready = ready.set
+        core.watch(stream, 1, b"watched", None, 0, ())
+        done = trio.Event()
+
+        def answered(result):
+            order.append(("answer", result.header.revision))
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_task)
+            await trio.testing.wait_all_tasks_blocked()
+            assert m.propose_soon("put", put(b"watched", b"v"), answered)
+            await done.wait()
+        rev = order[0][1]
+        assert order == [("event", rev), ("answer", rev)]
+        # Without watchers the answer comes from the applier itself.
+        results = []
+        assert m.propose_soon("put", put(b"unwatched", b"v"), results.append)
+        while not results:
+            await trio.sleep(0.01)
+        assert not m._late_answers
+
+    await run_member(make_member(tmp_path / "d"), body)

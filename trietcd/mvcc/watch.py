@@ -394,6 +394,7 @@ class WatchableStore:
         self.on_victims: Callable[[], None] | None = None
         # Counts since start, for statistics and tests.
         self.victims_made = 0
+        self.notified = 0  # revisions whose events went to some synced watcher
         self.compacted_sent = 0
         self.sync_passes = 0
         store.commit_listeners.append(self.notify)
@@ -439,6 +440,7 @@ class WatchableStore:
             ws = synced.matching(kv.key)
             if not ws:
                 continue
+            self.notified += 1
             ev = Event(KeyValue(kv.key, mod_revision=rev), True) if change.deleted else Event(kv)
             for w in ws:
                 if w.min_rev <= rev:
@@ -455,6 +457,7 @@ class WatchableStore:
         ws = self.synced.matching(kv.key)
         if not ws:
             return
+        self.notified += 1
         ev = Event(KeyValue(kv.key, mod_revision=rev), True) if change.deleted else Event(kv)
         events = (ev,)
         size = WatchResponse(0, events).size_bytes()

@@ -276,6 +276,9 @@ class Member:
         self._waiters: dict[int, _Waiter] = {}
         self._deadlines: collections.deque[_Waiter] = collections.deque()
         self._proposals: list[tuple[int, bytes]] = []
+        # Answers of propose_soon callers held back a scheduling round (see _apply_batch), and their wake-up.
+        self._late_answers: list[tuple[_Waiter, object]] = []
+        self._late_wake = trio.Event()
         self._conf_proposals: list[raft_pb2.ConfChange] = []  # membership changes, ID set
         # (peer URL, revision) -> PeerHash: a peer's HashKV over the peer port, set by whoever serves it
         # (trietcd/peer/hashkv.py); the corruption checks count peers as unreachable without it.
@@ -615,6 +618,7 @@ class Member:
                     nursery.start_soon(self._purger)
                     nursery.start_soon(self._publisher)
                     nursery.start_soon(self._sweeper)
+                    nursery.start_soon(self._late_answerer)
                     nursery.start_soon(self.auth.as_root, self.leases.run)  # expired leases are revoked as root
                     nursery.start_soon(self.auth.run)
                     nursery.start_soon(self.watch_hub.run)
@@ -834,8 +838,13 @@ class Member:
 
     async def _apply_batch(self, entries) -> None:
         applier = self._applier
+        watch = self.watch_hub.core
+        notified = watch.notified
         async with self._backend_lock:
             results = applier.apply(entries, time.time_ns())
+        # A write whose events went to watchers is answered after the watch streams had their turn, as a
+        # waiting task would be (etcd's watchers usually see an event before its writer sees the answer).
+        late = watch.notified != notified
         last = entries[-1]
         self.applied_index = last.Index
         self._applied_term = last.Term
@@ -852,6 +861,10 @@ class Member:
             elif isinstance(result, QuotaExceeded) and not self.alarms.has(rpc_pb2.NOSPACE):
                 self._nursery.start_soon(self._finish_after_nospace, rid, result)
                 continue
+            if late and type(self._waiters.get(rid)) is _Callback:
+                self._late_answers.append((self._waiters[rid], result))
+                self._late_wake.set()
+                continue
             self._finish(rid, result)
         self._wake_applied()
         self._pulse()
@@ -860,6 +873,14 @@ class Member:
         if self.applied_index - self.snapshot_index > self.config.snapshot_count:
             await self._snapshot()
         self._maybe_campaign()
+
+    async def _late_answerer(self) -> None:
+        while True:
+            await self._late_wake.wait()
+            self._late_wake = trio.Event()
+            answers, self._late_answers = self._late_answers, []
+            for waiter, result in answers:
+                waiter.finish(result)
 
     def _pulse(self) -> None:
         """Wakes whoever waits for the leader or the applied index to change."""

@@ -245,7 +245,7 @@ def _server(m: Measurement) -> str:
 def format_table(names: tuple[str, str], rows: list[tuple[Scenario, Measurement, Measurement]]) -> str:
     a, b = names
     head = [
-        "scenario", "unit", a, b, f"{b}/{a}", f"{a} p99 ms", f"{b} p99 ms",
+        "scenario", "unit", a, b, f"{b}/{a}", f"{a} p50 / p99 ms", f"{b} p50 / p99 ms",
         f"{a} CPU / RSS", f"{b} CPU / RSS",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -256,7 +256,8 @@ def format_table(names: tuple[str, str], rows: list[tuple[Scenario, Measurement,
                 ratio = f"{second.p99_s / first.p99_s:.2f}"
         elif first.rate and second.rate is not None:
             ratio = f"{second.rate / first.rate:.2f}"
-        p99 = lambda m: "-" if m.rate is None or scenario.unit != "req/s" else f"{m.p99_s * 1e3:.2f}"  # noqa: E731
+        p99 = lambda m: "-" if m.rate is None or scenario.unit != "req/s" else \
+            f"{m.p50_s * 1e3:.2f} / {m.p99_s * 1e3:.2f}"  # noqa: E731
         cells = [
             scenario.name, scenario.unit, _rate(first, scenario.unit), _rate(second, scenario.unit), ratio,
             p99(first), p99(second), _server(first), _server(second),

@@ -171,3 +171,53 @@ async def test_graceful_shutdown_waits_for_deferred_calls(autojump_clock):
         while chunk := await c.stream.receive_some(65536):
             data += chunk
         assert Msg(text="in time").SerializeToString() in data
+
+
+@contextlib.asynccontextmanager
+async def served_over_tcp(h: Deferring):
+    """The same server on a real loopback TCP connection (the last answer is then written straight to the
+    socket, without the writer task)."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, functools.partial(_serve_stream, h), 0)
+        port = listeners[0].socket.getsockname()[1]
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        client = H2Client(stream)
+        await client.start()
+        yield client
+        nursery.cancel_scope.cancel()
+
+
+async def _serve_stream(h: Deferring, stream) -> None:
+    await serve_h2(stream, h.registry(), H2Limits())
+
+
+async def test_deferred_answers_over_tcp_direct_and_through_the_writer(monkeypatch):
+    import os
+    import types
+
+    from trietcd.wire import conn as conn_module
+
+    direct = []
+
+    def write(fd, data):
+        direct.append(len(data))
+        return os.write(fd, data)
+
+    monkeypatch.setattr(conn_module, "os", types.SimpleNamespace(write=write))
+    h = Deferring()
+    async with served_over_tcp(h) as c:
+        first = await _send(c, Msg(text="later-1"))
+        second = await _send(c, Msg(text="later-2"))
+        (_, call1), (_, call2) = h.deferred
+        call1.finish(Msg(text="one"))  # another call in flight: the writer sends it
+        assert messages_of(await c.wait(first)) == [Msg(text="one")]
+        assert direct == []
+        await trio.testing.wait_all_tasks_blocked()  # the writer is out of its send
+        call2.finish(Msg(text="two"))  # the last one: written at once
+        assert len(direct) == 1
+        assert messages_of(await c.wait(second)) == [Msg(text="two")]
+        big = Msg(text="x" * 200_000)  # more than a socket takes at once: the writer sends the rest
+        sid = await _send(c, Msg(text="later-3"))
+        h.deferred[2][1].finish(big)
+        r = await c.wait(sid)
+        assert status_of(r) == (0, "") and messages_of(r) == [big]

@@ -21,6 +21,7 @@ import collections
 import heapq
 import logging
 import math
+import os
 import time
 
 import outcome
@@ -261,6 +262,10 @@ class _Connection:
         self.send_space = trio.lowlevel.ParkingLot()
         self._want_write = trio.Event()
         self._write_pending = False  # _want_write is set
+        # A plain TCP connection's socket, for answers sent without waking the writer (see _send_now).
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._sending = False  # the writer is inside send_all
+        self._unsent = b""  # taken from the connection by _send_now, not yet sent: the writer sends it first
         self._writer_done = trio.Event()
         self._finished = trio.Event()
         self._no_calls = trio.Event()
@@ -352,12 +357,18 @@ class _Connection:
                 self._want_write = trio.Event()
                 self._write_pending = False
                 data = conn.data_to_send()
+                if self._unsent:
+                    data, self._unsent = self._unsent + data, b""
                 if conn.output_blocked:
                     conn.observe_time(trio.current_time())
                     self._lower_timer_deadline()
                 if data:
-                    with trio.move_on_after(self.limits.send_stall_timeout_s) as scope:
-                        await self.stream.send_all(data)
+                    self._sending = True
+                    try:
+                        with trio.move_on_after(self.limits.send_stall_timeout_s) as scope:
+                            await self.stream.send_all(data)
+                    finally:
+                        self._sending = False
                     if scope.cancelled_caught:
                         log.debug("h2 connection from %s: peer stopped reading", self.peer)
                         self._read_scope.cancel()
@@ -630,7 +641,8 @@ class _Connection:
             return
         if self._finished.is_set():
             self._drop(call)
-        elif isinstance(result, GrpcError):
+            return
+        if isinstance(result, GrpcError):
             self._finish_error(call, result.code, result.message)
         elif isinstance(result, BaseException):
             self._finish_error(call, Status.UNKNOWN, str(result))
@@ -639,6 +651,27 @@ class _Connection:
                 self._finish_ok(call, result)
             except GrpcError as exc:
                 self._finish_error(call, exc.code, exc.message)
+        if not self.calls:
+            self._send_now()
+
+    def _send_now(self) -> None:
+        """Sends the queued output at once, if the socket takes it without waiting and the writer is idle: the
+        last answer of a connection goes out without a task switch (one client waiting on one call). What
+        the socket does not take, errors included, is left to the writer, already woken."""
+        if self._socket is None or self._sending or self._unsent:
+            return
+        fd = self._socket.fileno()  # -1 once closed (never a descriptor reused since)
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        try:
+            sent = os.write(fd, data) if fd >= 0 else 0
+        except OSError:  # would block, or the peer is gone: the writer finds out
+            sent = 0
+        if sent < len(data):
+            self._unsent = data[sent:]
+        else:
+            self.send_space.unpark_all()
 
     def _drop(self, call: Call) -> None:
         """Ends a call the client can no longer be answered on (counted as cancelled)."""

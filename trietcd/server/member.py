@@ -133,6 +133,25 @@ class _Waiter:
             trio.lowlevel.reschedule(task)
 
 
+class _Taken:
+    """`async with _Taken(lock)`: the lock taken without a scheduling round when it is free (`async with lock`
+    always yields once: two extra rounds per write at one client, on the raft loop's path)."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: trio.Lock) -> None:
+        self.lock = lock
+
+    async def __aenter__(self) -> None:
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self.lock.acquire()
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.lock.release()
+
+
 class _Callback(_Waiter):
     """A proposer that is not a task (`Member.propose_soon`): `finish` calls `done(result)` instead of
     waking a task, and forgets the proposal."""
@@ -293,11 +312,14 @@ class Member:
         self._applied_waiters: list[tuple[int, trio.Event]] = []
         self._backend_lock = trio.Lock()
         self._wal_lock = trio.Lock()
+        self._backend_taken = _Taken(self._backend_lock)  # the raft loop's and applier's way in
+        self._wal_taken = _Taken(self._wal_lock)
         self._wal_sync_s = 0.0  # moving average of the WAL's fdatasync duration
         self._apply_backlog = 0  # batches handed to the applier task and not yet applied
         self._commit_now = trio.Event()
         self._compactions_send, self._compactions_recv = trio.open_memory_channel(float("inf"))
         self._changed = trio.Event()
+        self._leader_changed = trio.Event()
         self._applied_term = 0
         self._ready = trio.Event()
         # etcd's request timeout: 5 s plus two election timeouts.
@@ -772,7 +794,7 @@ class Member:
                     self.raft_term = hs.term
                     self.raft_index = hs.commit
                 if rd.entries or hs.term or hs.commit or hs.vote:
-                    async with self._wal_lock:
+                    async with self._wal_taken:
                         await self._wal_save(wal, hs, rd.entries)
                     if hs.term or hs.commit or hs.vote:
                         storage.set_hard_state(hs)
@@ -819,6 +841,8 @@ class Member:
                               **{"local-member-id": f"{self.id:x}", "leader": f"{ss.lead:x}",
                                  "term": self.node.raft.term})
             self.leader_id = ss.lead
+            ev, self._leader_changed = self._leader_changed, trio.Event()
+            ev.set()
             if ss.lead:
                 self._raft_wake.set()  # proposals held for a leader can go now
             self.leases.on_leader_change(ss.lead == self.id)
@@ -840,7 +864,7 @@ class Member:
         applier = self._applier
         watch = self.watch_hub.core
         notified = watch.notified
-        async with self._backend_lock:
+        async with self._backend_taken:
             results = applier.apply(entries, time.time_ns())
         # A write whose events went to watchers is answered after the watch streams had their turn, as a
         # waiting task would be (etcd's watchers usually see an event before its writer sees the answer).
@@ -877,6 +901,9 @@ class Member:
     async def _late_answerer(self) -> None:
         while True:
             await self._late_wake.wait()
+            # Woken with the watch streams' tasks: their turn comes first, then their connections' writers'.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             self._late_wake = trio.Event()
             answers, self._late_answers = self._late_answers, []
             for waiter, result in answers:
@@ -1031,7 +1058,10 @@ class Member:
             else:
                 if not self._ready.is_set() and (self._applier.cluster_version or self.leader_id != self.id):
                     self._ready.set()
-                await changed.wait()
+                # Settled: nothing to propose until the leader changes (not woken by every applied batch).
+                settled = self._ready.is_set() and (
+                    self.leader_id != self.id or self._applier.cluster_version == CLUSTER_VERSION)
+                await (self._leader_changed if settled else changed).wait()
                 continue
             try:
                 await self._propose_and_wait(rid, data)

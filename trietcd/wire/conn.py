@@ -605,11 +605,8 @@ class _Connection:
                     request = self._decode(method, request_raw)
                 result = await method.handler(request, call)
             self._finish_ok(call, result)
-        except GrpcError as exc:
-            self._finish_error(call, exc.code, exc.message)
         except Exception as exc:
-            log.exception("handler of %s failed", call.path)
-            self._finish_error(call, Status.UNKNOWN, str(exc))
+            self._finish_failed(call, exc)
 
     def _run_fast(self, call: Call, request_raw: bytes) -> bool:
         """Tries the method's fast handler in this task; False leaves the call (begun, its request
@@ -629,12 +626,19 @@ class _Connection:
                     self._lower_timer_deadline()
             else:
                 self._finish_ok(call, result)
-        except GrpcError as exc:
-            self._finish_error(call, exc.code, exc.message)
         except Exception as exc:
-            log.exception("handler of %s failed", call.path)
-            self._finish_error(call, Status.UNKNOWN, str(exc))
+            self._finish_failed(call, exc)
         return True
+
+    def _finish_failed(self, call: Call, exc: Exception, *, logged: bool = True) -> None:
+        """Answers what a handler raised: a GrpcError with its status, anything else UNKNOWN with its text
+        (logged, as a bug, unless the handler chose to answer with it)."""
+        if isinstance(exc, GrpcError):
+            self._finish_error(call, exc.code, exc.message)
+            return
+        if logged:
+            log.error("handler of %s failed", call.path, exc_info=exc)
+        self._finish_error(call, Status.UNKNOWN, str(exc))
 
     def _finish_deferred(self, call: Call, result) -> None:
         if call._done:
@@ -642,10 +646,8 @@ class _Connection:
         if self._finished.is_set():
             self._drop(call)
             return
-        if isinstance(result, GrpcError):
-            self._finish_error(call, result.code, result.message)
-        elif isinstance(result, BaseException):
-            self._finish_error(call, Status.UNKNOWN, str(result))
+        if isinstance(result, BaseException):
+            self._finish_failed(call, result, logged=False)
         else:
             try:
                 self._finish_ok(call, result)

@@ -2,9 +2,14 @@
 
 Handlers validate a request as etcd's checkXxxRequest do, hand it to an
 `_apply_*` method and fill the response header. The `_apply_*` methods are the
-one seam between the API and the store: today they apply to the store directly
-(each call runs to its end without yielding, so it is atomic) or, with a
-member, take writes through its raft log and reads after its read barrier.
+seam between the API and the store: they apply to the store directly (each
+call runs to its end without yielding, so it is atomic) or, with a member, take
+writes through its raft log and reads after its read barrier.
+
+`fast_handlers()` are the same calls without a task (trietcd.wire.Method.fast):
+reads served at once when they need not wait, writes proposed with the member's
+`propose_soon` and answered by its callback. Anything else falls back to the
+handlers, so both always answer alike (tests/api/test_kv_fast.py).
 """
 
 from __future__ import annotations

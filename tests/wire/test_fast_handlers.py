@@ -42,9 +42,20 @@ class Deferring:
         self.handled.append(request)
         return Msg(text="slow", n=request.n + 1)
 
+    def fast_message(self, request, call):
+        if request.text == "refuse":
+            raise GrpcError(Status.PERMISSION_DENIED, "no")
+        return Msg(text="fast:" + request.text) if request.text.startswith("quick") else None
+
+    async def bidi(self, call):
+        async for request in call.requests():
+            self.handled.append(request)
+            await call.send(Msg(text="task:" + request.text))
+
     def registry(self) -> Registry:
         reg = Registry()
-        reg.add_service(ECHO_SERVICE, {"Unary": self.unary}, fast={"Unary": self.fast})
+        reg.add_service(ECHO_SERVICE, {"Unary": self.unary, "Bidi": self.bidi},
+                        fast={"Unary": self.fast, "Bidi": self.fast_message})
         return reg
 
 
@@ -221,3 +232,52 @@ async def test_deferred_answers_over_tcp_direct_and_through_the_writer(monkeypat
         h.deferred[2][1].finish(big)
         r = await c.wait(sid)
         assert status_of(r) == (0, "") and messages_of(r) == [big]
+
+
+BIDI = "/trietcdtest.Echo/Bidi"
+
+
+async def _stream(c: H2Client, *texts: str, end=True) -> int:
+    sid = await c.open(BIDI, end_stream=end and not texts)
+    for i, text in enumerate(texts):
+        await c.send_message(sid, Msg(text=text), end_stream=end and i == len(texts) - 1)
+    return sid
+
+
+async def test_a_stream_answered_message_by_message_without_a_task():
+    h = Deferring()
+    async with served(h) as c:
+        r = await c.wait(await _stream(c, "quick-a", "quick-b"))
+        assert status_of(r) == (0, "")
+        assert [m.text for m in messages_of(r)] == ["fast:quick-a", "fast:quick-b"]
+        r = await c.wait(await _stream(c))  # half-closed at once: nothing to answer
+        assert status_of(r) == (0, "") and messages_of(r) == []
+    assert h.handled == []
+
+
+async def test_a_stream_handed_to_its_handler_from_the_first_message_it_declines():
+    h = Deferring()
+    async with served(h) as c:
+        sid = await _stream(c, "quick-a", "other", "quick-b", end=False)
+        await trio.testing.wait_all_tasks_blocked()
+        await c.send_message(sid, Msg(text="quick-c"), end_stream=True)
+        r = await c.wait(sid)
+        assert status_of(r) == (0, "")
+        assert [m.text for m in messages_of(r)] == ["fast:quick-a", "task:other", "task:quick-b", "task:quick-c"]
+    assert [m.text for m in h.handled] == ["other", "quick-b", "quick-c"]
+
+
+async def test_a_stream_fast_error_ends_the_call():
+    async with served(Deferring()) as c:
+        r = await c.wait(await _stream(c, "quick-a", "refuse", "quick-b"))
+        assert status_of(r) == (7, "no")
+        assert [m.text for m in messages_of(r)] == ["fast:quick-a"]
+
+
+async def test_a_stream_without_a_task_past_its_deadline(autojump_clock):
+    async with served(Deferring()) as c:
+        sid = await c.open(BIDI, [("grpc-timeout", "2S")])
+        await c.send_message(sid, Msg(text="quick-a"))
+        r = await c.wait(sid)
+        assert status_of(r) == (4, "context deadline exceeded")
+        assert [m.text for m in messages_of(r)] == ["fast:quick-a"]

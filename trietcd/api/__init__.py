@@ -39,18 +39,19 @@ def build_registry(server) -> Registry:
         propose_soon=_proposer_soon(server),
         read_ready=server.read_ready,
     )
+    leases = LeaseService(server)
     services = {
         "KV": kv.handlers(),
         "Watch": WatchService(
             server.watch_hub, server.header, max_request_bytes=server.config.max_request_bytes,
             header_field=server.header_field, auth=server.auth,
         ).handlers(),
-        "Lease": LeaseService(server).handlers(),
+        "Lease": leases.handlers(),
         "Cluster": ClusterService(server).handlers(),
         "Maintenance": MaintenanceService(server).handlers(),
         "Auth": AuthService(server).handlers(),
     }
-    fast = {"KV": kv.fast_handlers()}
+    fast = {"KV": kv.fast_handlers(), "Lease": leases.fast_handlers()}
     registry = Registry(decode_fallback=_decode_like_etcd)
     for name, handlers in services.items():
         registry.add_service(rpc_pb2.DESCRIPTOR.services_by_name[name], handlers, fast.get(name))

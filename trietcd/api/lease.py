@@ -63,6 +63,22 @@ class LeaseService:
             raise errors.to_grpc_error(exc) from None
         return self._filled(resp)
 
+    def fast_handlers(self) -> dict:
+        """For Registry.add_service(..., fast=...): keep-alives renewed in the connection's task while the
+        renewal needs no waiting (trietcd.wire.Method.fast); the first that does hands the stream to
+        LeaseKeepAlive."""
+        return {"LeaseKeepAlive": self.keep_alive_now}
+
+    def keep_alive_now(self, req: rpc_pb2.LeaseKeepAliveRequest, call):
+        header = self._server.header()  # before the renewal, as LeaseKeepAlive takes it
+        try:
+            ttl = self._leases.renew_now(req.ID)
+        except lease.LeaseNotFoundError:
+            ttl = 0
+        if ttl is None:
+            return None
+        return rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, header=header, TTL=ttl)
+
     async def LeaseKeepAlive(self, call) -> None:
         async for req in call.requests():
             # The header first: its revision is at most the one at which the lease was renewed.

@@ -108,15 +108,23 @@ class LeaseKeeper:
     async def revoke(self, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
         return await self.member.propose("lease_revoke", rpc_pb2.LeaseRevokeRequest(ID=lease_id))
 
-    async def renew(self, lease_id: int) -> int:
-        """A keep-alive: the granted TTL, or raises LeaseNotFoundError (the service answers TTL 0)."""
+    def renew_now(self, lease_id: int) -> int | None:
+        """`renew`'s common case, without waiting: the granted TTL, None when the renewal has to wait (not
+        primary yet, the commit not applied, a checkpoint to reset, the lease just expired); raises
+        LeaseNotFoundError."""
         lessor = self.lessor
         if lessor.primary and self._applied_commit() and not lessor.needs_checkpoint_reset(lease_id):
-            # The common case answers at once, without a timeout scope.
             try:
                 return lessor.renew(lease_id, self.now())
             except (LeaseExpiredError, NotPrimaryError):
                 pass
+        return None
+
+    async def renew(self, lease_id: int) -> int:
+        """A keep-alive: the granted TTL, or raises LeaseNotFoundError (the service answers TTL 0)."""
+        ttl = self.renew_now(lease_id)
+        if ttl is not None:  # the common case answers at once, without a timeout scope
+            return ttl
         with trio.move_on_after(self.member.request_timeout_s):
             while True:
                 changed = self._changed

@@ -124,6 +124,7 @@ class Call:
         "_started_s",
         "_request",
         "_names",
+        "_begun",
     )
 
     def __init__(self, shell: "_Connection", stream_id: int, headers, method, deadline: float, path: str,
@@ -153,6 +154,7 @@ class Call:
         self._started_s = 0.0  # when it started, if calls are timed
         self._request = None  # the decoded request, when a fast handler left the call to the handler
         self._names = names  # the request's header names
+        self._begun = False  # counted as started (see _Connection._begin)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -405,7 +407,7 @@ class _Connection:
         heap = self._deferred_deadlines
         while heap and (heap[0][2]._done or heap[0][0] <= now):
             call = heapq.heappop(heap)[2]
-            if not call._done:
+            if not call._done and call._scope is None:  # a call with a task: its cancel scope answers
                 self._finish_error(call, Status.DEADLINE_EXCEEDED, "context deadline exceeded")
 
     # -------------------------------------------------------- events
@@ -468,8 +470,14 @@ class _Connection:
         if method.client_streaming:
             call._queue = collections.deque()
             call._arrived = trio.lowlevel.ParkingLot()
-            call._started = True
-            self._start_call(call, None)
+            if method.fast is None:
+                call._started = True
+                self._start_call(call, None)
+            elif not self._begin(call, None):
+                return
+            elif call.deadline != math.inf:
+                heapq.heappush(self._deferred_deadlines, (call.deadline, sid, call))
+                self._lower_timer_deadline()
         if end_stream:
             self._on_data(sid, b"", True)
 
@@ -493,6 +501,15 @@ class _Connection:
         if call._queue is None:
             self._on_unary_data(call, len(data), messages, end_stream)
             return
+        if not call._started:  # a stream whose messages the fast handler serves, so far
+            messages = self._run_fast_messages(call, messages)
+            if call._done:
+                self.conn.acknowledge_received_data(sid, len(data))
+                return
+            if end_stream and not call._started:
+                self.conn.acknowledge_received_data(sid, len(data))
+                self._finish_ok(call, None)
+                return
         for m in messages:
             call._queue.append(m)
             call._queued_bytes += len(m) + 5
@@ -595,7 +612,7 @@ class _Connection:
             return
         method = call._method
         request = call._request
-        if request is None and not self._begin(call, request_raw):
+        if not call._begun and not self._begin(call, request_raw):
             return
         try:
             if method.client_streaming:
@@ -629,6 +646,31 @@ class _Connection:
         except Exception as exc:
             self._finish_failed(call, exc)
         return True
+
+    def _run_fast_messages(self, call: Call, messages: list) -> list:
+        """A client stream's messages through its method's fast handler, in this task, until one needs the
+        ordinary handler (or the output is over its limits): the call task then starts, and the messages from
+        that one on are returned to be queued for it."""
+        method = call._method
+        stats = call._stats
+        for i, raw in enumerate(messages):
+            try:
+                request = self._decode(method, raw)
+                result = method.fast(request, call)
+                if result is not None:
+                    if stats is not None:
+                        stats.msg_received += 1
+                        grpc_stats.received_bytes += len(raw)
+                    if call.write(result if isinstance(result, bytes) else result.SerializeToString()):
+                        continue
+                    i += 1  # answered, but the task is to wait for the output to drain
+            except Exception as exc:
+                self._finish_failed(call, exc)
+                return []
+            call._started = True
+            self._start_call(call, None)
+            return messages[i:]
+        return []
 
     def _finish_failed(self, call: Call, exc: Exception, *, logged: bool = True) -> None:
         """Answers what a handler raised: a GrpcError with its status, anything else UNKNOWN with its text
@@ -684,6 +726,7 @@ class _Connection:
 
     def _begin(self, call: Call, request_raw: bytes | None) -> bool:
         """Counts the call as started; answers DEADLINE_EXCEEDED (and returns False) when it is late."""
+        call._begun = True
         stats = call._stats = grpc_stats.of(call._method)
         stats.started += 1
         headers = call._headers

@@ -63,7 +63,9 @@ class Method:
     A unary method may also have `fast(request, call)`, tried first, in the connection's own task and
     without yielding: it returns the response, or `DEFERRED` after arranging for `call.finish(...)` to
     answer later (a write waiting for its raft entry: no task waits for it), or None to leave the call
-    to `handler`, having changed nothing."""
+    to `handler`, having changed nothing. A bidi method's `fast(request, call)` answers one message at a
+    time the same way (a response, or None), until it returns None: the handler then runs, from that
+    message on; a stream whose every message it answered ends OK when the client half-closes."""
 
     path: str
     request_type: type
@@ -108,8 +110,8 @@ class Registry:
         known = {m.name for m in service_descriptor.methods}
         unknown = (set(handlers) | set(fast or ())) - known
         assert not unknown, f"handlers for methods {sorted(unknown)} not in {service}"
-        assert not any(m.client_streaming or m.server_streaming for m in service_descriptor.methods
-                       if m.name in (fast or ())), "fast handlers are for unary methods"
+        assert not any(m.client_streaming != m.server_streaming for m in service_descriptor.methods
+                       if m.name in (fast or ())), "fast handlers are for unary and bidi methods"
         self._services.add(service)
         for m in service_descriptor.methods:
             handler = handlers.get(m.name) or _unimplemented_handler(m.name, m.client_streaming)

@@ -54,6 +54,15 @@ async def put(m, key: bytes, value: bytes):
     return await m.propose("put", rpc_pb2.PutRequest(key=key, value=value))
 
 
+async def overwrite_and_compact(m, puts: int, key_format: bytes, keys: int, value_size: int) -> None:
+    """`puts` random values over `keys` keys, then a physical compaction at the last revision: a db that is
+    mostly free pages."""
+    for i in range(puts):
+        await put(m, key_format % (i % keys), os.urandom(value_size))
+    await m.propose("compaction", rpc_pb2.CompactionRequest(revision=m.store.current_revision, physical=True))
+    await trio.sleep(0.3)
+
+
 def rows(db_path) -> dict:
     db = DB.open(str(db_path), read_only=True)
     try:
@@ -152,10 +161,7 @@ async def test_hash_is_the_backends_at_the_revision_it_reports(tmp_path, clock):
 
 async def test_defragment_shrinks_the_db_and_keeps_every_row(tmp_path, clock):
     async def body(m):
-        for i in range(1500):
-            await put(m, b"k%04d" % (i % 100), os.urandom(900))
-        await m.propose("compaction", rpc_pb2.CompactionRequest(revision=m.store.current_revision, physical=True))
-        await trio.sleep(0.3)
+        await overwrite_and_compact(m, 1500, b"k%04d", 100, 900)
         before = m.db_size_bytes(), m.store.hash_kv(0)
         resp = await MaintenanceService(m).Defragment(rpc_pb2.DefragmentRequest(), UnaryCall())
         after = m.db_size_bytes(), m.store.hash_kv(0)
@@ -413,10 +419,7 @@ def test_a_crash_at_any_step_of_a_defrag_leaves_a_usable_db(tmp_path):
 
 async def test_bootstrap_defrag_threshold(tmp_path, clock):
     async def fill_and_compact(m):
-        for i in range(600):
-            await put(m, b"k%03d" % (i % 50), os.urandom(4000))
-        await m.propose("compaction", rpc_pb2.CompactionRequest(revision=m.store.current_revision, physical=True))
-        await trio.sleep(0.3)
+        await overwrite_and_compact(m, 600, b"k%03d", 50, 4000)
         return m.db_size_bytes()
 
     async def sizes(m):

@@ -191,23 +191,22 @@ ELECTION_TRANSCRIPT = [
 ]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_lock(impl, tmp_path):
+def played(impl: str, tmp_path, scenario) -> list:
+    """The transcript of `scenario(client)` against a fresh server of `impl`."""
     server = workload.start(impl, tmp_path, tmp_path / "data")
     client = Client(server.endpoint)
     try:
-        assert lock_scenario(client) == LOCK_TRANSCRIPT
+        return scenario(client)
     finally:
         client.close()
         server.stop()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lock(impl, tmp_path):
+    assert played(impl, tmp_path, lock_scenario) == LOCK_TRANSCRIPT
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_election(impl, tmp_path):
-    server = workload.start(impl, tmp_path, tmp_path / "data")
-    client = Client(server.endpoint)
-    try:
-        assert election_scenario(client) == ELECTION_TRANSCRIPT
-    finally:
-        client.close()
-        server.stop()
+    assert played(impl, tmp_path, election_scenario) == ELECTION_TRANSCRIPT

@@ -11,8 +11,7 @@ import pytest
 from proto.authpb import auth_pb2
 from proto.v3electionpb import v3election_pb2 as epb
 from proto.v3lockpb import v3lock_pb2 as lpb
-from tests.e2e import workload
-from tests.e2e.test_lock_election import TIMEOUT_S, Client, shown
+from tests.e2e.test_lock_election import TIMEOUT_S, Client, played, shown
 from tests.e2e.workload import grpc, impl_param, kill_leftover_servers, rpc_pb2  # noqa: F401
 
 A = "/etcdserverpb.Auth/"
@@ -106,10 +105,4 @@ TRANSCRIPT = ["AuthUserAddResponse header {   revision: 1 }", "AuthUserGrantRole
 
 @pytest.mark.parametrize("impl", [impl_param("etcd"), impl_param("trietcd")])
 def test_lock_and_election_use_the_callers_permissions(impl, tmp_path):
-    server = workload.start(impl, tmp_path, tmp_path / "data")
-    client = Client(server.endpoint)
-    try:
-        assert scenario(client) == TRANSCRIPT
-    finally:
-        client.close()
-        server.stop()
+    assert played(impl, tmp_path, scenario) == TRANSCRIPT

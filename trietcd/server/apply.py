@@ -32,6 +32,7 @@ from trietcd.server.errors import CorruptError, NoSpaceError
 from trietcd.server.membership import MemberInfo
 from trietcd.server.quota import QUOTA_FIELDS, txn_cost
 from trietcd.v2store import is_v2_request
+from trietcd.wal.record import uvarint
 
 __all__ = ["EntryApplier", "CompactionResult", "QuotaExceeded", "UnsupportedEntryError"]
 
@@ -330,12 +331,8 @@ class MembershipError(Exception):
 
 
 def _request_kinds_by_tag() -> dict[bytes, str]:
-    kinds = {}
-    for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields:
-        if f.name not in ("header", "ID"):
-            n = f.number << 3 | 2
-            kinds[bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))] = f.name
-    return kinds
+    return {uvarint(f.number << 3 | 2): f.name for f in raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields
+            if f.name not in ("header", "ID")}
 
 
 _KIND_BY_TAG = _request_kinds_by_tag()  # every field number is under 2**11: tags of one or two bytes

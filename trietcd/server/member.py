@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import math
 import os
 import random
 import socket
@@ -104,11 +105,11 @@ class _Waiter:
 
     __slots__ = ("task", "result", "done", "deadline")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self) -> None:
         self.task = None
         self.result: object = None
         self.done = False
-        self.deadline = deadline
+        self.deadline = math.inf  # set when it is enqueued
 
     async def wait(self) -> None:
         if self.done:
@@ -158,8 +159,8 @@ class _Callback(_Waiter):
 
     __slots__ = ("rid", "member", "done_fn")
 
-    def __init__(self, deadline: float, rid: int, member: "Member", done_fn) -> None:
-        super().__init__(deadline)
+    def __init__(self, rid: int, member: "Member", done_fn) -> None:
+        super().__init__()
         self.rid = rid
         self.member = member
         self.done_fn = done_fn
@@ -392,10 +393,7 @@ class Member:
         InternalRaftRequest with a fresh request ID and, in its header, who proposed it (`auth`, an
         AuthInfo from `self.auth.auth_info(call)`); one larger than --max-request-bytes is refused before it
         reaches the log. Returns what applying it gave, or raises the error it failed with."""
-        rid = self._ids.next()
-        data = _internal_request(field, request, rid, self.auth.proposer_info(auth))
-        if len(data) > self.config.max_request_bytes:
-            raise RequestTooLargeError()
+        rid, data = self._entry(field, request, auth)
         if field in QUOTA_FIELDS and not self.quota.available(field, request):
             # etcd's quota check before the log: the alarm is proposed instead of the request.
             await self._raise_nospace()
@@ -415,16 +413,29 @@ class Member:
         request is too large."""
         if self._stopping or (field in QUOTA_FIELDS and not self.quota.available(field, request)):
             return False
+        rid, data = self._entry(field, request, auth)
+        self._enqueue(rid, _Callback(rid, self, done), data)
+        return True
+
+    def _entry(self, field: str, request, auth) -> tuple[int, bytes]:
+        """A fresh request ID and the InternalRaftRequest carrying `request`; refuses one larger than
+        --max-request-bytes."""
         rid = self._ids.next()
         data = _internal_request(field, request, rid, self.auth.proposer_info(auth))
         if len(data) > self.config.max_request_bytes:
             raise RequestTooLargeError()
-        waiter = _Callback(trio.current_time() + self.request_timeout_s, rid, self, done)
+        return rid, data
+
+    def _enqueue(self, rid: int, waiter: _Waiter, data: bytes | None, conf_change=None) -> None:
+        """Hands a proposal to the raft loop; `waiter` learns its outcome, or fails at the request timeout."""
+        waiter.deadline = trio.current_time() + self.request_timeout_s
         self._waiters[rid] = waiter
         self._deadlines.append(waiter)
-        self._proposals.append((rid, data))
+        if conf_change is not None:
+            self._conf_proposals.append(conf_change)
+        else:
+            self._proposals.append((rid, data))
         self._raft_wake.set()
-        return True
 
     def read_ready(self) -> bool:
         """Whether a linearizable read may be served now, without waiting: this member is the only voter,
@@ -467,14 +478,8 @@ class Member:
     async def _propose_and_wait(self, rid: int, data: bytes | None, *, conf_change=None):
         if self._stopping:
             raise StoppedError()
-        waiter = _Waiter(trio.current_time() + self.request_timeout_s)
-        self._waiters[rid] = waiter
-        self._deadlines.append(waiter)
-        if conf_change is not None:
-            self._conf_proposals.append(conf_change)
-        else:
-            self._proposals.append((rid, data))
-        self._raft_wake.set()
+        waiter = _Waiter()
+        self._enqueue(rid, waiter, data, conf_change)
         try:
             await waiter.wait()
         finally:

@@ -402,6 +402,12 @@ class _Connection:
             due = min(due, self._deferred_deadlines[0][0])
         return due
 
+    def _keep_deadline(self, call: Call) -> None:
+        """Answers a call that has no task at its grpc-timeout (see _expire_deferred)."""
+        if call.deadline != math.inf and not call._done:
+            heapq.heappush(self._deferred_deadlines, (call.deadline, call._stream_id, call))
+            self._lower_timer_deadline()
+
     def _expire_deferred(self, now: float) -> None:
         """Deferred calls have no task for a cancel scope to end: their deadlines are kept here."""
         heap = self._deferred_deadlines
@@ -475,9 +481,8 @@ class _Connection:
                 self._start_call(call, None)
             elif not self._begin(call, None):
                 return
-            elif call.deadline != math.inf:
-                heapq.heappush(self._deferred_deadlines, (call.deadline, sid, call))
-                self._lower_timer_deadline()
+            else:
+                self._keep_deadline(call)
         if end_stream:
             self._on_data(sid, b"", True)
 
@@ -638,9 +643,7 @@ class _Connection:
                 call._request = request
                 return False
             if result is g.DEFERRED:
-                if call.deadline != math.inf and not call._done:
-                    heapq.heappush(self._deferred_deadlines, (call.deadline, call._stream_id, call))
-                    self._lower_timer_deadline()
+                self._keep_deadline(call)
             else:
                 self._finish_ok(call, result)
         except Exception as exc:

@@ -12,6 +12,7 @@ import trio.testing
 
 from tests.wire.test_grpc_server import ECHO_SERVICE, H2Client, Msg, messages_of, status_of
 from trietcd.wire import DEFERRED, ConnectionSet, GrpcError, H2Limits, Registry, Status, serve_h2
+from trietcd.wire import grpc_call as g
 from trietcd.wire import h2_frames as f
 from trietcd.wire.conn import grpc_stats
 
@@ -60,11 +61,11 @@ class Deferring:
 
 
 @contextlib.asynccontextmanager
-async def served(h: Deferring, connections: ConnectionSet | None = None):
+async def served(h: Deferring, connections: ConnectionSet | None = None, limits: H2Limits = H2Limits()):
     client_stream, server_stream = trio.testing.memory_stream_pair()
     serve = connections.serve_h2 if connections is not None else serve_h2
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(serve, server_stream, h.registry(), H2Limits()))
+        nursery.start_soon(functools.partial(serve, server_stream, h.registry(), limits))
         client = H2Client(client_stream)
         await client.start()
         yield client
@@ -281,3 +282,19 @@ async def test_a_stream_without_a_task_past_its_deadline(autojump_clock):
         r = await c.wait(sid)
         assert status_of(r) == (4, "context deadline exceeded")
         assert [m.text for m in messages_of(r)] == ["fast:quick-a"]
+
+
+async def test_a_stream_over_its_output_limit_is_handed_to_its_handler():
+    # Each answer is bigger than the output the connection may queue: the first is written, and the
+    # handler, which can wait for the output to drain, takes the stream from the next message on.
+    h = Deferring()
+    big = "quick" + "x" * 3000
+    async with served(h, limits=H2Limits(max_pending_output_bytes=1000)) as c:
+        sid = await c.open(BIDI)
+        for i in "123":  # in one write: the server reads them together, before any output drains
+            c.conn.send_data(sid, g.frame_message(Msg(text=big + i).SerializeToString()), end_stream=i == "3")
+        await c.flush()
+        r = await c.wait(sid)
+        assert status_of(r) == (0, "")
+        assert [m.text for m in messages_of(r)] == ["fast:" + big + "1", "task:" + big + "2", "task:" + big + "3"]
+    assert [m.text for m in h.handled] == [big + "2", big + "3"]

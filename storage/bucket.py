@@ -229,7 +229,9 @@ class Bucket:
             raise TxNotWritableError("tx not writable")
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._check_writable()
+        tx = self.tx
+        if tx.closed or not tx.writable:
+            self._check_writable()  # raises the error that applies
         if not key:
             raise KeyRequiredError("key required")
         if len(key) > KEY_SIZE_MAX:
@@ -245,6 +247,7 @@ class Bucket:
         the cursor)."""
         n = self.root_node if self.root_node is not None else self.node(self.root, None)
         nodes = self.nodes
+        tx = self.tx
         depth = 0
         while not n.is_leaf:
             keys = n.keys
@@ -253,10 +256,14 @@ class Bucket:
             i = bisect_right(keys, key) - 1
             if i < 0:
                 i = 0
-            child = nodes.get(n.vals[i])
+            pgid = n.vals[i]
+            child = nodes.get(pgid)
             if child is None:
-                # Checked once, when it comes from its page: puts below keep a node inside its separators.
-                child = self.node(n.vals[i], n, keys[i])
+                # `node()` for a child not materialized yet. Checked once, when it comes from its page: puts
+                # below keep a node inside its separators.
+                child = Node.from_page(self, tx.page(pgid), n, keys[i])
+                n.children.append(child)
+                nodes[pgid] = child
                 check_child_bounds(keys, i, child)
             n = child
             depth += 1

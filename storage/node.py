@@ -17,8 +17,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from itertools import accumulate
 
-from .page import (BUCKET_LEAF_FLAG, ELEMENT_SIZE, PAGE_HEADER_SIZE, IncompatibleValueError, Page, encode_branch,
-                   encode_leaf)
+from .page import (BRANCH, BUCKET_LEAF_FLAG, ELEMENT_SIZE, LEAF, PAGE_HEADER_SIZE, IncompatibleValueError, Page,
+                   branch_parts, join_page, leaf_parts)
 
 MIN_KEYS_PER_PAGE = 2
 
@@ -154,10 +154,11 @@ class Node:
             tx.free_page(self.pgid, self.overflow)
             self.pgid = 0
 
-    def encode(self, page_size: int) -> bytes:
+    def parts(self) -> tuple[list, int]:
+        """This node's page image before its header and padding, and its size (`page.join_page` finishes it)."""
         if self.is_leaf:
-            return encode_leaf(self.pgid, self.keys, self.vals, self.flags, page_size)
-        return encode_branch(self.pgid, self.keys, self.vals, page_size)
+            return leaf_parts(self.keys, self.vals, self.flags)
+        return branch_parts(self.keys, self.vals)
 
     def as_page(self) -> Page:
         flags = self.flags if self.is_leaf else None
@@ -233,24 +234,25 @@ class Node:
                 children[i].spill()
                 i += 1
             self.children = []
-        if len(self.keys) <= MIN_KEYS_PER_PAGE * 2 or self.size() < page_size:
-            self._write(tx, page_size)
+        parts, size = self.parts()
+        if len(self.keys) <= MIN_KEYS_PER_PAGE * 2 or size < page_size:
+            self._write(tx, page_size, parts, size)
         else:
             for node in self.split(page_size):
-                node._write(tx, page_size)
+                node._write(tx, page_size, *node.parts())
         if self.parent is not None and self.parent.pgid == 0:
             self.children = []
             self.parent.spill()
 
-    def _write(self, tx, page_size: int) -> None:
+    def _write(self, tx, page_size: int, parts: list, size: int) -> None:
+        """Move this node to newly allocated pages, how many its encoded `size` decides."""
         if self.pgid:
             tx.free_page(self.pgid, self.overflow)
-            self.pgid = 0
-        image = self.encode(page_size)  # page id 0 until allocated: the size decides how many pages
-        npages = len(image) // page_size
-        self.pgid = tx.allocate(npages)
+        npages = (size + page_size - 1) // page_size
+        self.pgid = pgid = tx.allocate(npages)
         self.overflow = npages - 1
-        tx.write_node(self, image)
+        tx.write_node(self, join_page(parts, size, pgid, LEAF if self.is_leaf else BRANCH, len(self.keys),
+                                      page_size))
         self.spilled = True
         parent = self.parent
         if parent is not None:

@@ -226,57 +226,65 @@ def branch_size(keys) -> int:
     return PAGE_HEADER_SIZE + ELEMENT_SIZE * len(keys) + sum(map(len, keys))
 
 
-def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytearray:
+def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
     """The leaf page image, padded to whole pages (page_size 0: no padding, for inline buckets)."""
+    parts, size = leaf_parts(keys, vals, flags)
+    return join_page(parts, size, pgid, LEAF, len(keys), page_size)
+
+
+def encode_branch(pgid: int, keys, children, page_size: int) -> bytes:
+    parts, size = branch_parts(keys, children)
+    return join_page(parts, size, pgid, BRANCH, len(keys), page_size)
+
+
+# A page is encoded in two steps so that a writer learns its size, and so how many pages to allocate, before
+# the page id goes into its header: `*_parts` lays out the table, keys and values as a list of pieces with the
+# first slot left for the header and the last for the padding, and `join_page` fills both and joins the list
+# (one copy of the data, no zeroed buffer copied into).
+
+
+def leaf_parts(keys, vals, flags) -> tuple[list, int]:
+    """The pieces of a leaf page (see above) and its size in bytes, padding excluded."""
     count = len(keys)
     assert count < COUNT_MAX, count
+    parts = [None] * (2 * count + 3)
+    parts[2:-1:2] = keys
+    parts[3:-1:2] = vals
+    klens = set(map(len, keys))
+    vlens = set(map(len, vals))
+    if len(klens) == 1 and len(vlens) == 1 and not any(flags):
+        # Same-size elements and no bucket: the table depends on the count and sizes alone.
+        (ksize,) = klens
+        (vsize,) = vlens
+        parts[1] = _fixed_leaf_table(count, ksize, vsize)
+        return parts, PAGE_HEADER_SIZE + count * (ELEMENT_SIZE + ksize + vsize)
     klens = list(map(len, keys))
     vlens = list(map(len, vals))
-    blobs = [None] * (2 * count)
-    blobs[0::2] = keys
-    blobs[1::2] = vals
-    data = b"".join(blobs)
-    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
-    size = table_end + len(data)
-    npages = (size + page_size - 1) // page_size if page_size else 1
-    buf = bytearray(npages * page_size if page_size else size)
-    _header.pack_into(buf, 0, pgid, LEAF, count, npages - 1)
-    if not count:
-        pass
-    elif klens.count(klens[0]) == count and vlens.count(vlens[0]) == count and not any(flags):
-        # Same-size elements and no bucket: the table depends on the count and sizes alone.
-        buf[PAGE_HEADER_SIZE:table_end] = _fixed_leaf_table(count, klens[0], vlens[0])
-    else:
-        # The element table as u32 fields (flags, pos, ksize, vsize), filled a column at a time.
-        table = memoryview(buf)[PAGE_HEADER_SIZE:table_end].cast("I")
-        if any(flags):
-            table[0::4] = array("I", flags)
+    # The element table as u32 fields (flags, pos, ksize, vsize), filled a column at a time.
+    table = array("I", bytes(ELEMENT_SIZE * count))
+    if any(flags):
+        table[0::4] = array("I", flags)
+    if count:
         table[1::4] = _key_offsets(count, map(add, klens, vlens))
-        table[2::4] = array("I", klens)
-        table[3::4] = array("I", vlens)
-        if _BIG_ENDIAN:
-            _swap_table(buf, table_end)
-    buf[table_end:size] = data
-    return buf
+    table[2::4] = array("I", klens)
+    table[3::4] = array("I", vlens)
+    if _BIG_ENDIAN:
+        table.byteswap()
+    parts[1] = table.tobytes()
+    return parts, PAGE_HEADER_SIZE + ELEMENT_SIZE * count + sum(klens) + sum(vlens)
 
 
-def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
+def branch_parts(keys, children) -> tuple[list, int]:
+    """The pieces of a branch page (see above) and its size in bytes, padding excluded."""
     count = len(keys)
     assert 0 < count < COUNT_MAX, count
     assert min(children) > 1, children
     klens = list(map(len, keys))
-    data = b"".join(keys)
-    table_end = PAGE_HEADER_SIZE + ELEMENT_SIZE * count
-    size = table_end + len(data)
-    npages = (size + page_size - 1) // page_size if page_size else 1
-    buf = bytearray(npages * page_size if page_size else size)
-    _header.pack_into(buf, 0, pgid, BRANCH, count, npages - 1)
     # A branch element is (pos u32, ksize u32, pgid u64): four u32 columns, the pgid's high half usually 0.
-    fixed = not _BIG_ENDIAN and klens.count(klens[0]) == count
-    if fixed:
-        buf[PAGE_HEADER_SIZE:table_end] = _fixed_branch_table(count, klens[0])  # pgid columns still zero
-    table = memoryview(buf)[PAGE_HEADER_SIZE:table_end].cast("I")
-    if not fixed:
+    if not _BIG_ENDIAN and klens.count(klens[0]) == count:
+        table = array("I", _fixed_branch_table(count, klens[0]))  # pgid columns still zero
+    else:
+        table = array("I", bytes(ELEMENT_SIZE * count))
         table[0::4] = _key_offsets(count, klens)
         table[1::4] = array("I", klens)
     try:
@@ -285,9 +293,21 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytearray:
         table[2::4] = array("I", [c & 0xFFFFFFFF for c in children])
         table[3::4] = array("I", [c >> 32 for c in children])
     if _BIG_ENDIAN:
-        _swap_table(buf, table_end)
-    buf[table_end:size] = data
-    return buf
+        table.byteswap()
+    parts = [None, table.tobytes()]
+    parts += keys
+    parts.append(None)
+    return parts, PAGE_HEADER_SIZE + ELEMENT_SIZE * count + sum(klens)
+
+
+def join_page(parts: list, size: int, pgid: int, flags: int, count: int, page_size: int) -> bytes:
+    """The page image from `*_parts`' pieces: header, pieces, padding to whole pages (page_size 0: none)."""
+    npages = (size + page_size - 1) // page_size if page_size else 1
+    parts[0] = _header.pack(pgid, flags, count, npages - 1)
+    parts[-1] = bytes(npages * page_size - size) if page_size else b""
+    image = b"".join(parts)
+    assert len(image) == (npages * page_size if page_size else size), (len(image), size, npages)
+    return image
 
 
 @lru_cache(maxsize=1024)
@@ -319,8 +339,3 @@ def _key_offsets(count: int, element_bytes) -> array:
     return array("I", accumulate(map(sub, element_bytes, repeat(ELEMENT_SIZE, count - 1)),
                                  initial=ELEMENT_SIZE * count))
 
-
-def _swap_table(buf: bytearray, table_end: int) -> None:
-    table = array("I", bytes(buf[PAGE_HEADER_SIZE:table_end]))
-    table.byteswap()
-    buf[PAGE_HEADER_SIZE:table_end] = table.tobytes()

@@ -113,10 +113,9 @@ class Tx:
     def free_page(self, pgid: int, overflow: int) -> None:
         self.db._freelist.free(self.meta.txid, pgid, overflow)
 
-    def write_node(self, node, image: bytearray) -> None:
-        """Record `node` (its page id now allocated) with `image`, its encoding made under page id 0."""
-        assert image[:8] == bytes(8), "write_node: image encoded with a page id"
-        image[:8] = node.pgid.to_bytes(8, "little")
+    def write_node(self, node, image: bytes) -> None:
+        """Record `node` (its page id allocated) with `image`, its encoding under that page id."""
+        assert len(image) == (node.overflow + 1) * self.page_size, (node.pgid, len(image))
         self.pages[node.pgid] = image
         # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
         flags = tuple(node.flags) if node.is_leaf else None

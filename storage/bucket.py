@@ -238,8 +238,11 @@ class Bucket:
             raise KeyTooLargeError("key too large")
         if len(value) > VALUE_SIZE_MAX:
             raise ValueTooLargeError("value too large")
-        key = bytes(key)
-        value = bytes(value)
+        # Stored keys and values are bytes (bytes() of bytes is the same object, but the call is not free).
+        if type(key) is not bytes:
+            key = bytes(key)
+        if type(value) is not bytes:
+            value = bytes(value)
         self._leaf_node(key).put_value(key, value)
 
     def _leaf_node(self, key: bytes) -> Node:

@@ -21,6 +21,7 @@ from .page import (BRANCH, BUCKET_LEAF_FLAG, ELEMENT_SIZE, LEAF, PAGE_HEADER_SIZ
                    branch_parts, join_page, leaf_parts)
 
 MIN_KEYS_PER_PAGE = 2
+_NO_CHILDREN = ()  # a leaf's children: one shared empty tuple instead of a list per leaf node
 
 
 class Node:
@@ -51,7 +52,7 @@ class Node:
         n.pgid = page.pgid
         n.overflow = page.overflow
         n.parent = parent
-        n.children = []
+        n.children = [] if not is_leaf else _NO_CHILDREN
         n.keys = keys = list(page.keys)
         n.vals = list(page.vals)
         n.flags = list(page.flags) if is_leaf else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from .bucket import Bucket
 from .freelist import encode_freelist
 from .page import (NO_FREELIST, CorruptError, DatabaseReadOnlyError, Page, TxClosedError, TxNotWritableError,
-                   read_header)
+                   leaf_flags, read_header)
 
 
 class Tx:
@@ -118,7 +118,7 @@ class Tx:
         assert len(image) == (node.overflow + 1) * self.page_size, (node.pgid, len(image))
         self.pages[node.pgid] = image
         # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
-        flags = tuple(node.flags) if node.is_leaf else None
+        flags = leaf_flags(node.flags) if node.is_leaf else None
         self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, tuple(node.keys), tuple(node.vals), flags,
                                        node.overflow)
 

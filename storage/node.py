@@ -18,7 +18,7 @@ from bisect import bisect_left
 from itertools import accumulate
 
 from .page import (BRANCH, BUCKET_LEAF_FLAG, ELEMENT_SIZE, LEAF, PAGE_HEADER_SIZE, IncompatibleValueError, Page,
-                   branch_parts, join_page, leaf_parts)
+                   branch_parts, join_page, leaf_parts, uniform_sizes)
 
 MIN_KEYS_PER_PAGE = 2
 _NO_CHILDREN = ()  # a leaf's children: one shared empty tuple instead of a list per leaf node
@@ -26,7 +26,7 @@ _NO_CHILDREN = ()  # a leaf's children: one shared empty tuple instead of a list
 
 class Node:
     __slots__ = ("bucket", "is_leaf", "unbalanced", "spilled", "key", "pgid", "overflow", "parent",
-                 "children", "keys", "vals", "flags")
+                 "children", "keys", "vals", "flags", "sizes")
 
     def __init__(self, bucket, is_leaf: bool, parent: "Node | None" = None):
         self.bucket = bucket
@@ -41,6 +41,9 @@ class Node:
         self.keys: list[bytes] = []
         self.vals: list = []
         self.flags: list[int] | None = [] if is_leaf else None
+        # Leaf: None, or (k, v) while every element has a k-byte key, a v-byte value and flags 0 (`Page.sizes`):
+        # each edit that breaks that clears it; it only saves `parts` from measuring every element.
+        self.sizes: tuple[int, int] | None = None
 
     @classmethod
     def from_page(cls, bucket, page: Page, parent: "Node | None", key: bytes | None) -> "Node":
@@ -56,6 +59,7 @@ class Node:
         n.keys = keys = list(page.keys)
         n.vals = list(page.vals)
         n.flags = list(page.flags) if is_leaf else None
+        n.sizes = page.sizes
         n.key = key if key is not None else (keys[0] if keys else None)
         return n
 
@@ -104,6 +108,9 @@ class Node:
     def put(self, old_key: bytes, new_key: bytes, value, flags: int) -> None:
         """Insert or replace the element found by `old_key` (value: bytes on leaves, page id on branches)."""
         assert new_key, "put: empty key"
+        sizes = self.sizes
+        if sizes is not None and (flags or len(new_key) != sizes[0] or len(value) != sizes[1]):
+            self.sizes = None
         keys = self.keys
         i = bisect_left(keys, old_key)
         if i < len(keys) and keys[i] == old_key:
@@ -119,6 +126,9 @@ class Node:
 
     def put_value(self, key: bytes, value: bytes) -> None:
         """Insert or replace the plain value of `key` in this leaf (not over a nested bucket)."""
+        sizes = self.sizes
+        if sizes is not None and (len(key) != sizes[0] or len(value) != sizes[1]):
+            self.sizes = None
         keys = self.keys
         i = bisect_left(keys, key)
         if i < len(keys) and keys[i] == key:
@@ -158,13 +168,10 @@ class Node:
     def parts(self) -> tuple[list, int]:
         """This node's page image before its header and padding, and its size (`page.join_page` finishes it)."""
         if self.is_leaf:
-            return leaf_parts(self.keys, self.vals, self.flags)
+            if self.sizes is None:
+                self.sizes = uniform_sizes(self.keys, self.vals, self.flags)
+            return leaf_parts(self.keys, self.vals, self.flags, self.sizes)
         return branch_parts(self.keys, self.vals)
-
-    def as_page(self) -> Page:
-        flags = self.flags if self.is_leaf else None
-        npages = (self.size() + self.bucket.tx.page_size - 1) // self.bucket.tx.page_size
-        return Page(self.pgid, self.is_leaf, self.keys, self.vals, flags, npages - 1)
 
     # ---- split (spill time) ----
 
@@ -213,6 +220,7 @@ class Node:
             nxt.vals = self.vals[a:b]
             if self.is_leaf:
                 nxt.flags = self.flags[a:b]
+                nxt.sizes = self.sizes
             nodes.append(nxt)
         first = cuts[0]
         del self.keys[first:]
@@ -308,6 +316,7 @@ class Node:
         self.keys = child.keys
         self.vals = child.vals
         self.flags = child.flags
+        self.sizes = child.sizes
         self.children = child.children
         if not self.is_leaf:
             for pgid in self.vals:
@@ -338,6 +347,8 @@ class Node:
         self.vals.extend(other.vals)
         if self.is_leaf:
             self.flags.extend(other.flags)
+            if self.sizes != other.sizes:
+                self.sizes = None
 
 
 def _first_key(node: Node) -> bytes:

@@ -142,19 +142,21 @@ def unpack_bucket_header(value: bytes, pgid: int | None = None) -> tuple[int, in
 
 
 class Page:
-    """A decoded branch or leaf page (immutable: it may sit in a cache). Decoding gives tuples, which the
-    garbage collector stops tracking (a cache of many pages stays cheap for it to scan); a page recorded from a
-    written node has the node's lists, which nothing changes afterwards."""
+    """A decoded branch or leaf page (immutable: it may sit in a cache). Its lists are tuples, which the
+    garbage collector stops tracking (a cache of many pages stays cheap for it to scan)."""
 
-    __slots__ = ("pgid", "is_leaf", "keys", "vals", "flags", "overflow")
+    __slots__ = ("pgid", "is_leaf", "keys", "vals", "flags", "overflow", "sizes")
 
-    def __init__(self, pgid, is_leaf, keys, vals, flags, overflow=0):
+    def __init__(self, pgid, is_leaf, keys, vals, flags, overflow=0, sizes=None):
         self.pgid = pgid
         self.is_leaf = is_leaf
         self.keys = keys
         self.vals = vals
         self.flags = flags  # leaf: element flags; branch: None
         self.overflow = overflow
+        # Leaf: (key bytes, value bytes) when every element has keys and values of those sizes and flags 0,
+        # else None (as `uniform_sizes`); such a leaf's element table is known from its count (`leaf_parts`).
+        self.sizes = sizes
 
 
 _zero_flags: dict[int, tuple] = {}
@@ -203,7 +205,9 @@ def decode_page(buf, pgid: int, *, allow_types: int = BRANCH | LEAF) -> Page:
             at += ELEMENT_SIZE
             j += 4
         _check_sorted(keys, pgid)
-        return Page(pgid, True, tuple(keys), tuple(vals), leaf_flags(fields[0::4]), overflow)
+        flags = fields[0::4]
+        return Page(pgid, True, tuple(keys), tuple(vals), leaf_flags(flags), overflow,
+                    _same_sizes(fields[2::4], fields[3::4], flags))
     if not count:
         raise CorruptError("empty branch page", pgid)
     # Branches hold many elements: offsets are computed a column at a time.
@@ -243,7 +247,7 @@ def branch_size(keys) -> int:
 
 def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
     """The leaf page image, padded to whole pages (page_size 0: no padding, for inline buckets)."""
-    parts, size = leaf_parts(keys, vals, flags)
+    parts, size = leaf_parts(keys, vals, flags, uniform_sizes(keys, vals, flags))
     return join_page(parts, size, pgid, LEAF, len(keys), page_size)
 
 
@@ -258,21 +262,36 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytes:
 # (one copy of the data, no zeroed buffer copied into).
 
 
-def leaf_parts(keys, vals, flags) -> tuple[list, int]:
-    """The pieces of a leaf page (see above) and its size in bytes, padding excluded."""
+def uniform_sizes(keys, vals, flags) -> tuple[int, int] | None:
+    """(key bytes, value bytes) when every element of a leaf has a key and a value of those sizes and flags 0
+    (no nested bucket), else None."""
+    return _same_sizes(list(map(len, keys)), list(map(len, vals)), flags)
+
+
+def _same_sizes(klens, vlens, flags) -> tuple[int, int] | None:
+    """`uniform_sizes` from the key and value lengths."""
+    count = len(klens)
+    if count and klens.count(klens[0]) == count and vlens.count(vlens[0]) == count and flags.count(0) == count:
+        return klens[0], vlens[0]
+    return None
+
+
+def leaf_parts(keys, vals, flags, sizes: tuple[int, int] | None) -> tuple[list, int]:
+    """The pieces of a leaf page (see above) and its size in bytes, padding excluded. `sizes`: the leaf's
+    `uniform_sizes`, which the caller knows (a wrong one is caught by `join_page`'s size check when the sizes
+    of the pieces add up to a different total)."""
     count = len(keys)
     assert count < COUNT_MAX, count
     parts = [None] * (2 * count + 3)
     parts[2:-1:2] = keys
     parts[3:-1:2] = vals
-    klens = list(map(len, keys))
-    vlens = list(map(len, vals))
-    if count and klens.count(klens[0]) == count and vlens.count(vlens[0]) == count and flags.count(0) == count:
+    if sizes is not None:
         # Same-size elements and no bucket: the table depends on the count and sizes alone.
-        ksize = klens[0]
-        vsize = vlens[0]
+        ksize, vsize = sizes
         parts[1] = _fixed_leaf_table(count, ksize, vsize)
         return parts, PAGE_HEADER_SIZE + count * (ELEMENT_SIZE + ksize + vsize)
+    klens = list(map(len, keys))
+    vlens = list(map(len, vals))
     # The element table as u32 fields (flags, pos, ksize, vsize), filled a column at a time.
     table = array("I", bytes(ELEMENT_SIZE * count))
     if any(flags):

@@ -120,7 +120,7 @@ class Tx:
         # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
         flags = leaf_flags(node.flags) if node.is_leaf else None
         self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, tuple(node.keys), tuple(node.vals), flags,
-                                       node.overflow)
+                                       node.overflow, node.sizes)
 
     # ---- end of a transaction ----
 

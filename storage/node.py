@@ -18,7 +18,7 @@ from bisect import bisect_left
 from itertools import accumulate
 
 from .page import (BRANCH, BUCKET_LEAF_FLAG, ELEMENT_SIZE, LEAF, PAGE_HEADER_SIZE, IncompatibleValueError, Page,
-                   branch_parts, join_page, leaf_parts, uniform_sizes)
+                   branch_parts, join_page, leaf_parts)
 
 MIN_KEYS_PER_PAGE = 2
 _NO_CHILDREN = ()  # a leaf's children: one shared empty tuple instead of a list per leaf node
@@ -168,9 +168,8 @@ class Node:
     def parts(self) -> tuple[list, int]:
         """This node's page image before its header and padding, and its size (`page.join_page` finishes it)."""
         if self.is_leaf:
-            if self.sizes is None:
-                self.sizes = uniform_sizes(self.keys, self.vals, self.flags)
-            return leaf_parts(self.keys, self.vals, self.flags, self.sizes)
+            parts, size, self.sizes = leaf_parts(self.keys, self.vals, self.flags, self.sizes)
+            return parts, size
         return branch_parts(self.keys, self.vals)
 
     # ---- split (spill time) ----

@@ -155,7 +155,7 @@ class Page:
         self.flags = flags  # leaf: element flags; branch: None
         self.overflow = overflow
         # Leaf: (key bytes, value bytes) when every element has keys and values of those sizes and flags 0,
-        # else None (as `uniform_sizes`); such a leaf's element table is known from its count (`leaf_parts`).
+        # else None (`_same_sizes`); such a leaf's element table is known from its count (`leaf_parts`).
         self.sizes = sizes
 
 
@@ -247,7 +247,7 @@ def branch_size(keys) -> int:
 
 def encode_leaf(pgid: int, keys, vals, flags, page_size: int) -> bytes:
     """The leaf page image, padded to whole pages (page_size 0: no padding, for inline buckets)."""
-    parts, size = leaf_parts(keys, vals, flags, uniform_sizes(keys, vals, flags))
+    parts, size, _ = leaf_parts(keys, vals, flags, None)
     return join_page(parts, size, pgid, LEAF, len(keys), page_size)
 
 
@@ -262,36 +262,33 @@ def encode_branch(pgid: int, keys, children, page_size: int) -> bytes:
 # (one copy of the data, no zeroed buffer copied into).
 
 
-def uniform_sizes(keys, vals, flags) -> tuple[int, int] | None:
-    """(key bytes, value bytes) when every element of a leaf has a key and a value of those sizes and flags 0
-    (no nested bucket), else None."""
-    return _same_sizes(list(map(len, keys)), list(map(len, vals)), flags)
-
-
 def _same_sizes(klens, vlens, flags) -> tuple[int, int] | None:
-    """`uniform_sizes` from the key and value lengths."""
+    """(key bytes, value bytes) when every element of a leaf has a key and a value of those sizes (`klens`,
+    `vlens`) and flags 0 (no nested bucket), else None."""
     count = len(klens)
     if count and klens.count(klens[0]) == count and vlens.count(vlens[0]) == count and flags.count(0) == count:
         return klens[0], vlens[0]
     return None
 
 
-def leaf_parts(keys, vals, flags, sizes: tuple[int, int] | None) -> tuple[list, int]:
-    """The pieces of a leaf page (see above) and its size in bytes, padding excluded. `sizes`: the leaf's
-    `uniform_sizes`, which the caller knows (a wrong one is caught by `join_page`'s size check when the sizes
-    of the pieces add up to a different total)."""
+def leaf_parts(keys, vals, flags, sizes: tuple[int, int] | None) -> tuple[list, int, tuple[int, int] | None]:
+    """The pieces of a leaf page (see above), its size in bytes (padding excluded) and its element sizes as
+    `Page.sizes`. `sizes`: those sizes when the caller knows them (then no element is measured; a wrong one is
+    caught by `join_page`'s size check when the pieces add up to a different total), None to measure."""
     count = len(keys)
     assert count < COUNT_MAX, count
     parts = [None] * (2 * count + 3)
     parts[2:-1:2] = keys
     parts[3:-1:2] = vals
+    if sizes is None:
+        klens = list(map(len, keys))
+        vlens = list(map(len, vals))
+        sizes = _same_sizes(klens, vlens, flags)
     if sizes is not None:
         # Same-size elements and no bucket: the table depends on the count and sizes alone.
         ksize, vsize = sizes
         parts[1] = _fixed_leaf_table(count, ksize, vsize)
-        return parts, PAGE_HEADER_SIZE + count * (ELEMENT_SIZE + ksize + vsize)
-    klens = list(map(len, keys))
-    vlens = list(map(len, vals))
+        return parts, PAGE_HEADER_SIZE + count * (ELEMENT_SIZE + ksize + vsize), sizes
     # The element table as u32 fields (flags, pos, ksize, vsize), filled a column at a time.
     table = array("I", bytes(ELEMENT_SIZE * count))
     if any(flags):
@@ -303,7 +300,7 @@ def leaf_parts(keys, vals, flags, sizes: tuple[int, int] | None) -> tuple[list, 
     if _BIG_ENDIAN:
         table.byteswap()
     parts[1] = table.tobytes()
-    return parts, PAGE_HEADER_SIZE + ELEMENT_SIZE * count + sum(klens) + sum(vlens)
+    return parts, PAGE_HEADER_SIZE + ELEMENT_SIZE * count + sum(klens) + sum(vlens), None
 
 
 def branch_parts(keys, children) -> tuple[list, int]:

@@ -267,7 +267,9 @@ class Bucket:
                 child = Node.from_page(self, tx.page(pgid), n, keys[i])
                 n.children.append(child)
                 nodes[pgid] = child
-                check_child_bounds(keys, i, child)
+                ckeys = child.keys
+                if ckeys and ((i and ckeys[0] < keys[i]) or (i + 1 < len(keys) and ckeys[-1] >= keys[i + 1])):
+                    check_child_bounds(keys, i, child)  # raises, naming the page
             n = child
             depth += 1
             if depth >= DEPTH_MAX:

@@ -254,10 +254,8 @@ class Node:
 
     def _write(self, tx, page_size: int, parts: list, size: int) -> None:
         """Move this node to newly allocated pages, how many its encoded `size` decides."""
-        if self.pgid:
-            tx.free_page(self.pgid, self.overflow)
         npages = (size + page_size - 1) // page_size
-        self.pgid = pgid = tx.allocate(npages)
+        self.pgid = pgid = tx.reallocate(self.pgid, self.overflow, npages)
         self.overflow = npages - 1
         tx.write_node(self, join_page(parts, size, pgid, LEAF if self.is_leaf else BRANCH, len(self.keys),
                                       page_size))

@@ -104,18 +104,27 @@ class Tx:
         return page
 
     def allocate(self, npages: int) -> int:
-        pgid = self.db._freelist.allocate(npages)
+        """The first of `npages` contiguous pages: free ones, else new ones past the high-water mark."""
+        return self.reallocate(0, 0, npages)
+
+    def free_page(self, pgid: int, overflow: int) -> None:
+        self.db._freelist.free(self.meta.txid, pgid, overflow)
+
+    def reallocate(self, pgid: int, overflow: int, npages: int) -> int:
+        """`free_page(pgid, overflow)` (pgid 0: nothing to free), then `allocate(npages)`: a node moving to new
+        pages, in one call."""
+        freelist = self.db._freelist
+        if pgid:
+            freelist.free(self.meta.txid, pgid, overflow)
+        pgid = freelist.allocate(npages)
         if pgid == 0:
             pgid = self.meta.pgid
             self.meta.pgid += npages
         return pgid
 
-    def free_page(self, pgid: int, overflow: int) -> None:
-        self.db._freelist.free(self.meta.txid, pgid, overflow)
-
     def write_node(self, node, image: bytes) -> None:
-        """Record `node` (its page id allocated) with `image`, its encoding under that page id."""
-        assert len(image) == (node.overflow + 1) * self.page_size, (node.pgid, len(image))
+        """Record `node` (its page id allocated) with `image`, its encoding under that page id (`join_page`
+        checked its size)."""
         self.pages[node.pgid] = image
         # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
         flags = leaf_flags(node.flags) if node.is_leaf else None

@@ -370,7 +370,7 @@ class Bucket:
         # A merge removes nodes from `nodes`; a removed node must not rebalance again.
         for pgid in list(self.nodes):
             node = self.nodes.get(pgid)
-            if node is not None:
+            if node is not None and node.unbalanced:  # most nodes only took puts: no call for them
                 node.rebalance()
         for child in self.buckets.values():
             child.rebalance()

@@ -29,6 +29,7 @@ class Freelist:
         self.pending: dict[int, list[int]] = {}
         self._known: set[int] = set()
         self._allocated: list[tuple[int, int]] = []  # (pgid, n) taken from ids by the open write tx
+        self._allocated_pages: list[int] = []  # single pages taken likewise (the usual case: no tuple each)
 
     @property
     def ids(self) -> list[int]:
@@ -69,6 +70,7 @@ class Freelist:
         self.pending = {}
         self._known = set(self._ids)
         self._allocated = []
+        self._allocated_pages = []
 
     def allocate(self, n: int) -> int:
         """The first id of a run of `n` contiguous free pages taken from `ids`, or 0 when there is none."""
@@ -78,7 +80,7 @@ class Freelist:
             pgid = self._ids[self._head]
             self._head += 1
             self._known.discard(pgid)
-            self._allocated.append((pgid, 1))
+            self._allocated_pages.append(pgid)
             return pgid
         ids = self._compacted()
         if not ids:
@@ -99,7 +101,14 @@ class Freelist:
 
     def free(self, txid: int, pgid: int, overflow: int) -> None:
         assert pgid > 1, f"cannot free page {pgid}"
-        pending = self.pending.setdefault(txid, [])
+        pending = self.pending.get(txid)
+        if pending is None:
+            pending = self.pending[txid] = []
+        if not overflow:  # the usual single page, without the loop
+            assert pgid not in self._known, f"page {pgid} already freed"
+            self._known.add(pgid)
+            pending.append(pgid)
+            return
         for p in range(pgid, pgid + overflow + 1):
             assert p not in self._known, f"page {p} already freed"
             self._known.add(p)
@@ -120,16 +129,18 @@ class Freelist:
     def commit(self) -> None:
         """The write transaction committed: its allocations stay taken."""
         self._allocated = []
+        self._allocated_pages = []
 
     def rollback(self, txid: int) -> None:
         """Undo the open write transaction `txid`: its frees and its allocations."""
         for p in self.pending.pop(txid, ()):
             self._known.discard(p)
-        for pgid, n in self._allocated:
+        for pgid, n in self._allocated + [(p, 1) for p in self._allocated_pages]:
             for p in range(pgid, pgid + n):
                 self._known.add(p)
                 bisect.insort(self._compacted(), p)
         self._allocated = []
+        self._allocated_pages = []
 
     # ---- page codec ----
 

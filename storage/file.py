@@ -438,16 +438,11 @@ class DB:
         self._stats["written_bytes"] += written + ps
         self._stats["commit_n"] += 1
         with self._cache_lock:
-            # Every written page id now holds new bytes: an overflow page's id drops whatever was cached under
-            # it, and a written node's decoded page replaces the old entry.
-            decoded = tx.decoded
-            for pgid, data in pages.items():
-                if pgid not in decoded:
-                    self._cache_drop(pgid)
-                if len(data) > ps:
-                    for p in range(pgid + 1, pgid + len(data) // ps):
-                        self._cache_drop(p)
-            self._cache_add_all(decoded)
+            # Every written page id now holds new bytes: one written without a decoded page (an overflow or
+            # freelist page) drops whatever was cached under it, a written node's decoded page replaces the old.
+            for pgid in tx.undecoded:
+                self._cache_drop(pgid)
+            self._cache_add_all(tx.decoded)
         self._freelist.commit()
         with self._meta_lock:
             self._meta = meta.copy()

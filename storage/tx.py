@@ -30,6 +30,7 @@ class Tx:
         self.page_size = meta.page_size
         self.pages: dict[int, bytes | bytearray] = {}  # dirty page images by first page id
         self.decoded: dict[int, Page] = {}  # the same pages, decoded, to seed the cache after commit
+        self.undecoded: list[int] = []  # ids written without a decoded page: overflow pages, freelist pages
         self.root = Bucket(self, meta.root, meta.sequence)
         self.on_commit: list = []
 
@@ -126,10 +127,19 @@ class Tx:
         """Record `node` (its page id allocated) with `image`, its encoding under that page id (`join_page`
         checked its size)."""
         self.pages[node.pgid] = image
+        if node.overflow:
+            self.undecoded.extend(range(node.pgid + 1, node.pgid + node.overflow + 1))
         # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
         flags = leaf_flags(node.flags) if node.is_leaf else None
-        self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, tuple(node.keys), tuple(node.vals), flags,
-                                       node.overflow, node.sizes)
+        page = Page.__new__(Page)  # the fields set here, not through __init__: one call less per written node
+        page.pgid = node.pgid
+        page.is_leaf = node.is_leaf
+        page.keys = tuple(node.keys)
+        page.vals = tuple(node.vals)
+        page.flags = flags
+        page.overflow = node.overflow
+        page.sizes = node.sizes
+        self.decoded[node.pgid] = page
 
     # ---- end of a transaction ----
 
@@ -171,6 +181,7 @@ class Tx:
         npages = freelist.size_bytes() // self.page_size + 1
         pgid = self.allocate(npages)
         self.pages[pgid] = encode_freelist(pgid, freelist.all_ids(), self.page_size, npages)
+        self.undecoded.extend(range(pgid, pgid + npages))
         self.meta.freelist = pgid
 
     def rollback(self) -> None:

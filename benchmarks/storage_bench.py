@@ -2,6 +2,7 @@
 
     python benchmarks/storage_bench.py --keys 100000            # on a file in a temp dir, fsync on
     python benchmarks/storage_bench.py --keys 1000000 --no-fsync
+    python benchmarks/storage_bench.py --server-gc   # the garbage collector tuned as the trietcd command runs it
 
 Figures are wall-clock on a shared machine: note the load (printed) when quoting them. The rates in brackets
 divide by this process's CPU time instead: steadier when other work competes for the cores (fsync waits are
@@ -11,6 +12,7 @@ not CPU time, so they count in the wall-clock rate only).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import sys
@@ -105,8 +107,14 @@ def main() -> None:
     p.add_argument("--order", choices=["sequential", "random"], nargs="+", default=["sequential", "random"])
     p.add_argument("--no-fsync", action="store_true")
     p.add_argument("--dir", default=None, help="directory for the db files (default: a temp dir)")
+    p.add_argument("--server-gc", action="store_true",
+                   help="collect garbage with the thresholds the trietcd command sets, not CPython's defaults")
     args = p.parse_args()
-    print(f"load average {os.getloadavg()}, fsync {'off' if args.no_fsync else 'on'}, python {sys.version.split()[0]}")
+    if args.server_gc:
+        from trietcd.cli import GC_THRESHOLDS
+        gc.set_threshold(*GC_THRESHOLDS)
+    print(f"load average {os.getloadavg()}, fsync {'off' if args.no_fsync else 'on'}, python {sys.version.split()[0]}, "
+          f"gc thresholds {gc.get_threshold()}")
     with tempfile.TemporaryDirectory(dir=args.dir) as workdir:
         for n in args.keys:
             for order in args.order:

@@ -243,14 +243,10 @@ class Bucket:
             key = bytes(key)
         if type(value) is not bytes:
             value = bytes(value)
-        self._leaf_node(key).put_value(key, value)
-
-    def _leaf_node(self, key: bytes) -> Node:
-        """The writable leaf where `key` belongs, materializing the path down to it (a cursor's search, minus
-        the cursor)."""
+        # The writable leaf where `key` belongs, materializing the path down to it (a cursor's search, minus the
+        # cursor), inline: puts come by the thousand.
         n = self.root_node if self.root_node is not None else self.node(self.root, None)
         nodes = self.nodes
-        tx = self.tx
         depth = 0
         while not n.is_leaf:
             keys = n.keys
@@ -274,7 +270,7 @@ class Bucket:
             depth += 1
             if depth >= DEPTH_MAX:
                 raise CorruptError("tree deeper than 64 levels (page reference cycle?)", n.pgid)
-        return n
+        n.put_value(key, value)
 
     def delete(self, key: bytes) -> None:
         self._check_writable()

@@ -606,12 +606,15 @@ class Raft:
 
     def _leader_propose(self, m) -> None:
         assert len(m.entries) > 0, "stepped empty MsgProp"
+        self.leader_propose(list(m.entries))
+
+    def leader_propose(self, ents: list) -> None:
+        """A leader's MsgProp, given its entries (RawNode.propose_many calls it without the message)."""
         if self.id not in self.prs.progress:
             # Removed from the config while leader; it steps down on its own.
             raise ProposalDroppedError()
         if self.lead_transferee != NONE:
             raise ProposalDroppedError()
-        ents = list(m.entries)
         for i, e in enumerate(ents):
             if e.Type == pb.EntryConfChange or e.Type == pb.EntryConfChangeV2:
                 if e.Type == pb.EntryConfChange:

@@ -98,8 +98,11 @@ class RawNode:
 
     def propose_many(self, datas) -> None:
         """Propose several entries in one message (one append, one broadcast)."""
-        self.raft.step(pb.Message(type=pb.MsgProp, **{"from": self.raft.id},
-                                  entries=[pb.Entry(Data=d) for d in datas]))
+        r = self.raft
+        if r.state is StateType.LEADER:  # what stepping the MsgProp comes to, without building it
+            r.leader_propose([pb.Entry(Data=d) for d in datas])
+            return
+        r.step(pb.Message(type=pb.MsgProp, **{"from": r.id}, entries=[pb.Entry(Data=d) for d in datas]))
 
     def propose_conf_change(self, cc) -> None:
         if isinstance(cc, pb.ConfChangeV2):

@@ -263,20 +263,25 @@ class Encoder:
 
     def entries(self, entries) -> None:
         """The hot path: one entry record per entry, written piecewise into the buffer (the
-        entry's bytes are never joined; the CRC is fed its head and its data in turn)."""
+        entry's bytes are never joined; the CRC is fed its head and its data in turn). Entries of one
+        batch mostly share their type and term: that part of the head is encoded once per run."""
         buf = self.buf
         crc = self.crc
         uv = uvarint
         ext = crc32c
         pads = _PADS
+        kind = term = -1
+        prefix = b""
         for e in entries:
-            head = b"\x08" + uv(e.Type) + b"\x10" + uv(e.Term) + b"\x18" + uv(e.Index)
-            if e.HasField("Data"):
-                data = e.Data
-                head += b"\x22" + uv(len(data))
+            if e.Type != kind or e.Term != term:
+                kind, term = e.Type, e.Term
+                prefix = b"\x08" + uv(kind) + b"\x10" + uv(term) + b"\x18"
+            data = e.Data
+            if data or e.HasField("Data"):
+                head = prefix + uv(e.Index) + b"\x22" + uv(len(data))
                 crc = ext(ext(crc, head), data)
             else:
-                data = b""
+                head = prefix + uv(e.Index)
                 crc = ext(crc, head)
             entry_bytes = len(head) + len(data)
             rec_head = b"\x08\x02\x10" + uv(crc) + b"\x1a" + uv(entry_bytes)

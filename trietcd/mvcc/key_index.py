@@ -25,6 +25,9 @@ from collections.abc import Iterator
 from trietcd.mvcc.revision import Revision
 
 
+_NO_REVISION = Revision(0, 0)  # a tuple: one shared instance serves every empty field
+
+
 class RevisionNotFound(Exception):
     """The key has no live revision at the requested revision (internal)."""
 
@@ -34,7 +37,7 @@ class Generation:
 
     def __init__(self) -> None:
         self.ver = 0
-        self.created = Revision(0, 0)
+        self.created = _NO_REVISION
         self.revs: list[Revision] = []
 
     def is_empty(self) -> bool:
@@ -58,7 +61,7 @@ class KeyIndex:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self.modified = Revision(0, 0)  # invariant: the last revision in generations
+        self.modified = _NO_REVISION  # invariant: the last revision in generations
         self.generations: list[Generation] = []
 
     def is_empty(self) -> bool:
@@ -94,8 +97,8 @@ class KeyIndex:
         g.revs.pop()
         g.ver -= 1
         if not g.revs:
-            g.created = Revision(0, 0)
-        self.modified = Revision(0, 0)
+            g.created = _NO_REVISION
+        self.modified = _NO_REVISION
         for g in reversed(gens):
             if g.revs:
                 self.modified = g.revs[-1]

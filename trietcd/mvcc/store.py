@@ -439,10 +439,13 @@ class WriteTxn:
         store = self._store
         main = self.begin_rev + 1
         idx_rev = Revision(main, len(self.changes))
-        try:
-            _, created, ver = store.index.get(key, main)
-            create_revision = created.main
-        except RevisionNotFound:
+        # The key's state at this revision is its latest (nothing newer than `main` exists): live if its
+        # last generation has revisions. A new key is the common case, so no RevisionNotFound is raised.
+        ki = store.index.key_index(key)
+        g = ki.generations[-1] if ki is not None else None
+        if g is not None and g.revs:
+            create_revision, ver = g.created.main, g.ver
+        else:
             create_revision, ver = main, 0
         kv = KeyValue(
             key=key, create_revision=create_revision, mod_revision=main, version=ver + 1, value=value, lease=lease

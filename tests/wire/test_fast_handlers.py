@@ -227,10 +227,13 @@ async def test_deferred_answers_over_tcp_direct_and_through_the_writer(monkeypat
         await trio.testing.wait_all_tasks_blocked()  # the writer is out of its send
         call2.finish(Msg(text="two"))  # the last one: written at once
         assert len(direct) == 1
+        assert not call2._shell._write_pending  # and the writer was not woken for it
         assert messages_of(await c.wait(second)) == [Msg(text="two")]
         big = Msg(text="x" * 200_000)  # more than a socket takes at once: the writer sends the rest
         sid = await _send(c, Msg(text="later-3"))
         h.deferred[2][1].finish(big)
+        shell = h.deferred[2][1]._shell
+        assert shell._write_pending == bool(shell._unsent)  # what the socket did not take is the writer's
         r = await c.wait(sid)
         assert status_of(r) == (0, "") and messages_of(r) == [big]
 

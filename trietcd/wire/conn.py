@@ -691,34 +691,45 @@ class _Connection:
         if self._finished.is_set():
             self._drop(call)
             return
-        if isinstance(result, BaseException):
-            self._finish_failed(call, result, logged=False)
-        else:
-            try:
-                self._finish_ok(call, result)
-            except GrpcError as exc:
-                self._finish_error(call, exc.code, exc.message)
-        if not self.calls:
-            self._send_now()
-
-    def _send_now(self) -> None:
-        """Sends the queued output at once, if the socket takes it without waiting and the writer is idle: the
-        last answer of a connection goes out without a task switch (one client waiting on one call). What
-        the socket does not take, errors included, is left to the writer, already woken."""
-        if self._socket is None or self._sending or self._unsent:
+        # The writer is woken only if _send_now leaves it something: woken for an answer sent here, it would
+        # run a scheduling round for nothing.
+        hold = not self._write_pending
+        self._write_pending = True  # wake_writer does nothing meanwhile
+        try:
+            if isinstance(result, BaseException):
+                self._finish_failed(call, result, logged=False)
+            else:
+                try:
+                    self._finish_ok(call, result)
+                except GrpcError as exc:
+                    self._finish_error(call, exc.code, exc.message)
+        finally:
+            if hold:
+                self._write_pending = False
+        if not self.calls and self._send_now() and not self._closing and not self.conn.closed:
             return
+        if hold:
+            self.wake_writer()
+
+    def _send_now(self) -> bool:
+        """Sends the queued output at once, if the socket takes it without waiting and the writer is idle: the
+        last answer of a connection goes out without a task switch (one client waiting on one call). Returns
+        whether nothing is left for the writer: what the socket does not take, errors included, is its."""
+        if self._socket is None or self._sending or self._unsent:
+            return False
         fd = self._socket.fileno()  # -1 once closed (never a descriptor reused since)
         data = self.conn.data_to_send()
         if not data:
-            return
+            return True
         try:
             sent = os.write(fd, data) if fd >= 0 else 0
         except OSError:  # would block, or the peer is gone: the writer finds out
             sent = 0
         if sent < len(data):
             self._unsent = data[sent:]
-        else:
-            self.send_space.unpark_all()
+            return False
+        self.send_space.unpark_all()
+        return True
 
     def _drop(self, call: Call) -> None:
         """Ends a call the client can no longer be answered on (counted as cancelled)."""

@@ -258,14 +258,9 @@ class Bucket:
             pgid = n.vals[i]
             child = nodes.get(pgid)
             if child is None:
-                # `node()` for a child not materialized yet. Checked once, when it comes from its page: puts
-                # below keep a node inside its separators.
-                child = Node.from_page(self, tx.page(pgid), n, keys[i])
-                n.children.append(child)
-                nodes[pgid] = child
-                ckeys = child.keys
-                if ckeys and ((i and ckeys[0] < keys[i]) or (i + 1 < len(keys) and ckeys[-1] >= keys[i + 1])):
-                    check_child_bounds(keys, i, child)  # raises, naming the page
+                # Checked once, when it comes from its page: puts below keep a node inside its separators.
+                child = self.node(pgid, n, keys[i])
+                check_child_bounds(keys, i, child)
             n = child
             depth += 1
             if depth >= DEPTH_MAX:

@@ -357,25 +357,6 @@ class DB:
         while self._cache_pages_n > self._cache_pages_max and len(cache) > 1:
             self._evict_one(cache)
 
-    def _cache_add_all(self, pages: dict) -> None:
-        """`_cache_add` of every page of `pages` (pgid -> decoded page), in one loop (call under `_cache_lock`)."""
-        cache = self._cache
-        pop = cache.pop
-        pages_max = self._cache_pages_max
-        n = self._cache_pages_n
-        for pgid, page in pages.items():
-            old = pop(pgid, None)
-            if old is not None:
-                n -= old.overflow + 1
-            cache[pgid] = page
-            n += page.overflow + 1
-            if n > pages_max:
-                self._cache_pages_n = n
-                while self._cache_pages_n > pages_max and len(cache) > 1:
-                    self._evict_one(cache)
-                n = self._cache_pages_n
-        self._cache_pages_n = n
-
     def _cache_drop(self, pgid: int) -> None:
         """Forget a page id (call under `_cache_lock`)."""
         old = self._cache.pop(pgid, None)
@@ -442,7 +423,8 @@ class DB:
             # freelist page) drops whatever was cached under it, a written node's decoded page replaces the old.
             for pgid in tx.undecoded:
                 self._cache_drop(pgid)
-            self._cache_add_all(tx.decoded)
+            for pgid, page in tx.decoded.items():
+                self._cache_add(pgid, page)
         self._freelist.commit()
         with self._meta_lock:
             self._meta = meta.copy()

@@ -131,15 +131,8 @@ class Tx:
             self.undecoded.extend(range(node.pgid + 1, node.pgid + node.overflow + 1))
         # The node's lists are final once it is written; as tuples they cost the garbage collector nothing.
         flags = leaf_flags(node.flags) if node.is_leaf else None
-        page = Page.__new__(Page)  # the fields set here, not through __init__: one call less per written node
-        page.pgid = node.pgid
-        page.is_leaf = node.is_leaf
-        page.keys = tuple(node.keys)
-        page.vals = tuple(node.vals)
-        page.flags = flags
-        page.overflow = node.overflow
-        page.sizes = node.sizes
-        self.decoded[node.pgid] = page
+        self.decoded[node.pgid] = Page(node.pgid, node.is_leaf, tuple(node.keys), tuple(node.vals), flags,
+                                       node.overflow, node.sizes)
 
     # ---- end of a transaction ----
 

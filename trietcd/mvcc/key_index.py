@@ -287,6 +287,14 @@ class TreeIndex:
     def key_index(self, key: bytes) -> KeyIndex | None:
         return self._index.get(key)
 
+    def live_generation(self, key: bytes) -> Generation | None:
+        """key's current generation while the key is live (its latest state), else None."""
+        ki = self._index.get(key)
+        if ki is None:
+            return None
+        g = ki.generations[-1]
+        return g if g.revs else None
+
     def put(self, key: bytes, rev: Revision) -> None:
         ki = self._index.get(key)
         if ki is None:

@@ -439,11 +439,10 @@ class WriteTxn:
         store = self._store
         main = self.begin_rev + 1
         idx_rev = Revision(main, len(self.changes))
-        # The key's state at this revision is its latest (nothing newer than `main` exists): live if its
-        # last generation has revisions. A new key is the common case, so no RevisionNotFound is raised.
-        ki = store.index.key_index(key)
-        g = ki.generations[-1] if ki is not None else None
-        if g is not None and g.revs:
+        # The key's state at this revision is its latest (nothing newer than `main` exists). A new key is the
+        # common case, so this asks without raising RevisionNotFound.
+        g = store.index.live_generation(key)
+        if g is not None:
             create_revision, ver = g.created.main, g.ver
         else:
             create_revision, ver = main, 0

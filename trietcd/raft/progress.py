@@ -227,11 +227,6 @@ class ProgressTracker:
     def committed(self) -> int:
         """The largest index replicated on a quorum of voters."""
         progress = self.progress
-        voters = self.config.voters
-        if len(voters.incoming) == 1 and not voters.outgoing:  # a single voter: its own match, nothing to sort
-            for i in voters.incoming:
-                pr = progress.get(i)
-                return 0 if pr is None else pr.match
 
         def acked(i):
             pr = progress.get(i)

@@ -32,6 +32,9 @@ class MajorityConfig(frozenset):
         if n == 0:
             # Lets the empty half of a joint config defer to the other half.
             return INFINITE_INDEX
+        if n == 1:  # a single voter: its own index, nothing to sort
+            for i in self:
+                return acked(i) or 0
         srt = sorted(acked(i) or 0 for i in self)
         return srt[n - (n // 2 + 1)]
 

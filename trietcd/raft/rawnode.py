@@ -99,15 +99,14 @@ class RawNode:
     def propose_many(self, datas) -> None:
         """Propose several entries in one message (one append, one broadcast)."""
         r = self.raft
-        if r.state is StateType.LEADER:  # what stepping the MsgProp comes to, without copying its entries
-            # Made in one message, the entries share its memory: the log keeps them (a standalone Entry each
-            # costs twice the memory, ~0.6 KB more per entry held).
-            ents = pb.Message().entries
-            for d in datas:
-                ents.add(Data=d)
-            r.leader_propose(list(ents))
-            return
-        r.step(pb.Message(type=pb.MsgProp, **{"from": r.id}, entries=[pb.Entry(Data=d) for d in datas]))
+        m = pb.Message(type=pb.MsgProp, **{"from": r.id})
+        ents = m.entries
+        for d in datas:  # made inside the message: no copy, and they share its memory while the log keeps them
+            ents.add(Data=d)
+        if r.state is StateType.LEADER:
+            r.leader_propose(list(ents))  # what stepping the MsgProp comes to on a leader
+        else:
+            r.step(m)
 
     def propose_conf_change(self, cc) -> None:
         if isinstance(cc, pb.ConfChangeV2):
